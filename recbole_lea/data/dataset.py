@@ -1,0 +1,101 @@
+"""RecBole dataset for RL sequential recommenders (and every sequential baseline beside them).
+
+:class:`RLSequentialDataset` is RecBole's ``SequentialDataset`` with three additions:
+
+- the per-target LE fields (``le_*``, written by the LE hook) are carried on each target row but
+  kept out of RecBole's history-list augmentation (no ``le_state_list`` of shape [N, L, d]);
+- after the split, training rows get ``done`` = 1.0 on each user's last training row (the
+  original SNQN/SA2C ``is_done``, which zeroes the bootstrap of the positive TD target);
+- ``eval_protocol: sequence`` swaps RecBole's leave-one-out for the original SA2C protocol
+  (whole sequences split, every interaction of a held-out sequence is a query).
+
+Everything else, including the order of rows and the leave-one-out split, is RecBole's own, so a
+built-in model and ours see exactly the same train/valid/test rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from recbole.data.dataset import SequentialDataset
+from recbole.utils import FeatureType
+
+LE_PREFIX = "le_"
+DONE_FIELD = "done"
+
+
+def training_row_mask(df: pd.DataFrame, uid_field: str, time_field: str) -> np.ndarray:
+    """Boolean mask over the rows of an atomic ``.inter`` frame (in file order): True where
+    RecBole's leave-one-out split (``LS: valid_and_test``, order ``TO``) makes the row a
+    TRAINING target.
+
+    Per user, rows are stably sorted by time (ties keep file order, as RecBole's stable sort
+    does); the first row is never a target (empty history); of the remaining ``k`` targets the
+    last is test and the one before it valid when ``k >= 3``; with ``k == 2`` only the last is
+    held out (test); with ``k == 1`` the single target is a training row.
+    """
+    n = len(df)
+    order = np.lexsort((np.arange(n), df[time_field].to_numpy(), df[uid_field].to_numpy()))
+    users = df[uid_field].to_numpy()[order]
+    mask_sorted = np.zeros(n, dtype=bool)
+    boundaries = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
+    for start, end in zip(boundaries[:-1], boundaries[1:]):
+        targets = end - start - 1
+        held_out = min(2, targets - 1) if targets >= 1 else 0
+        mask_sorted[start + 1 : end - held_out] = True
+    mask = np.zeros(n, dtype=bool)
+    mask[order] = mask_sorted
+    return mask
+
+
+class RLSequentialDataset(SequentialDataset):
+    """``SequentialDataset`` + LE fields kept per target + ``done`` flags + optional paper protocol."""
+
+    def _le_fields(self) -> list[str]:
+        return [f for f in self.inter_feat if f.startswith(LE_PREFIX)]
+
+    def data_augmentation(self) -> None:
+        le_fields = self._le_fields()
+        if not le_fields:
+            super().data_augmentation()
+            return
+        # Keep LE fields out of the history lists: pop them, let RecBole augment, then attach each
+        # target row's own values back through a row index that RecBole carries along.
+        row_field = "_le_row"
+        popped = {f: self.inter_feat.interaction.pop(f) for f in le_fields}
+        self.inter_feat.interaction[row_field] = torch.arange(len(self.inter_feat))
+        self.field2type[row_field] = FeatureType.TOKEN
+        self.field2source[row_field] = self.field2source[self.iid_field]
+        self.field2seqlen[row_field] = 1
+        super().data_augmentation()
+        rows = self.inter_feat.interaction.pop(row_field)
+        self.inter_feat.interaction.pop(row_field + self.config["LIST_SUFFIX"], None)
+        for name in (row_field, row_field + self.config["LIST_SUFFIX"]):
+            self.field2type.pop(name, None)
+            self.field2source.pop(name, None)
+            self.field2seqlen.pop(name, None)
+        for f, values in popped.items():
+            self.inter_feat.interaction[f] = values[rows]
+
+    def build(self) -> list[SequentialDataset]:
+        if self.config["eval_protocol"] == "sequence":
+            from recbole_lea.experiments.protocol import split_by_sequence
+
+            self._change_feat_format()
+            datasets = split_by_sequence(self, self.config["sequence_split_ratios"] or [0.8, 0.1, 0.1])
+        else:
+            datasets = super().build()
+        self._mark_done(datasets[0])
+        return datasets
+
+    def _mark_done(self, train: SequentialDataset) -> None:
+        """``done`` = 1.0 on each user's last training row (rows are grouped by user in time order)."""
+        uids = train.inter_feat[self.uid_field]
+        n = len(uids)
+        done = torch.zeros(n)
+        if n:
+            last = torch.ones(n, dtype=torch.bool)
+            last[:-1] = uids[1:] != uids[:-1]
+            done[last] = 1.0
+        train.inter_feat.interaction[DONE_FIELD] = done

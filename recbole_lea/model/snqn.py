@@ -1,0 +1,41 @@
+r"""
+SNQN
+################################################
+
+Reference:
+    Xin Xin et al. "Supervised Advantage Actor-Critic for Recommender Systems." in WSDM 2022
+    (SNQN: self-supervised negative Q-learning).
+
+Reference code:
+    The authors' TensorFlow 1 ``SNQN.py`` (facts in ``shared/reference/SA2C-reference-notes.md``).
+
+NOTE:
+    Matches the original on: two complete networks swapped by a fair coin each step (no lagged
+    target copy), targets computed with dropout on, double Q-learning with 0.5 * TD^2,
+    ``neg_num`` uniform negatives resampled only where equal to the positive, each negative
+    bootstrapping from the CURRENT state, ``gamma`` 0.5, reward ``reward_click`` (1.0: one
+    behaviour) and ``reward_negative`` 0.0, ``done`` zeroing the positive bootstrap, loss
+    ``mean(q_weight * (Q_pos + Q_neg) + CE)`` with one Adam, ranking by the CE head.
+
+    Deviations:
+    1. Data come from RecBole: leave-one-out split by default (``eval_protocol: sequence`` gives
+       the original whole-sequence split), and a user's first interaction is never a target
+       (RecBole builds no empty history). ``done`` marks each user's last TRAINING row.
+    2. The backbones are RecBole's SASRec/GRU4Rec layers and initialisation (normal(0, 0.02) /
+       xavier), not N(0, 0.01), so the RL model and the built-in baseline differ only in heads
+       and loss.
+    3. The main network's Q-values on the current state (with grad) are reused, detached, as
+       the argmax selector of the negative targets; upstream ran that network a second time
+       (another dropout mask).
+    4. Ranking uses network 1's supervised head (``predict``/``full_sort_predict``); both
+       networks are trained equally often.
+"""
+
+from recbole_lea.model.rl_base import DoubleQRecommender
+
+
+class SNQN(DoubleQRecommender):
+    r"""SNQN over a ``backbone`` (SASRec or GRU4Rec): supervised CE + double-Q with negatives."""
+
+    framework = "SNQN"
+    allows_le = False

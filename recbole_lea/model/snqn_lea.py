@@ -1,0 +1,36 @@
+r"""
+SNQN_LEA
+################################################
+
+Reference:
+    Jie Wang et al. "Reinforcement Learning-based Recommender Systems with Large Language Models
+    for State Reward and Action Modeling." in SIGIR 2024 (LEA), over SNQN (Xin et al., WSDM'22).
+
+NOTE:
+    SNQN (see :mod:`recbole_lea.model.snqn`, all of its NOTE holds) with the LLM environment's
+    feedback read from the LE atomic fields that ``--build-le`` writes:
+
+    - ``le_reward`` (LER): positive and negative rewards r^e from the LE reward model (Eq. 5), for
+      the LE's sampled negative ``le_neg_id`` (one negative, as the paper), passed through
+      ``le_reward_transform`` (sigmoid by default; the paper does not say how raw scores are
+      scaled).
+    - ``le_state``: ``concat`` = s^e || h_t (Eq. 4, LES) or ``only`` = s^e (Eq. 3, LES') as the Q
+      head's state; the LE states are projected to ``le_state_dim`` by the LE build (PCA).
+    - ``aug_sv`` / ``aug_q``: ``w_ah`` * CE and ``w_aq`` * TD (next state) on the LE-augmented
+      action (Eq. 13-15), averaged over the rows that have one (``le_aug_mask``).
+
+    ``variant`` names the paper's presets (LER, LES, LES', LEA, LEAR, LEAS, LEASR, LEAS'R, sv, q,
+    sv+q, none); explicit flags override a preset.
+
+    Inference ranks with network 1's backbone and supervised head only: serving cost equals the
+    backbone's and the saved model holds no LE part (LE states are inputs of the Q head only).
+"""
+
+from recbole_lea.model.rl_base import DoubleQRecommender
+
+
+class SNQN_LEA(DoubleQRecommender):
+    r"""SNQN with LE states, rewards and augmented actions."""
+
+    framework = "SNQN"
+    allows_le = True

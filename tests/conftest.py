@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny atomic datasets written per test session (no network, no LLM)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_MODEL_CONFIG = {
+    "le_auto_build": False,
+    "epochs": 1,
+    "train_batch_size": 64,
+    "eval_batch_size": 256,
+    "hidden_size": 16,
+    "embedding_size": 16,
+    "inner_size": 16,
+    "MAX_ITEM_LIST_LENGTH": 5,
+    "stopping_step": 2,
+    "show_progress": False,
+    "switch_step": 3,
+    "le_state_dim": 8,
+    "seed": 7,
+}
+
+
+def write_tiny_dataset(root: Path, name: str = "tiny", n_users: int = 40, n_items: int = 30, seed: int = 0) -> pd.DataFrame:
+    """Users walk through items with a drift, so next-item prediction is learnable."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    t = 0
+    for u in range(1, n_users + 1):
+        length = int(rng.integers(5, 12))
+        cur = int(rng.integers(1, n_items + 1))
+        for _ in range(length):
+            rows.append((f"u{u}", f"i{cur}", float(t)))
+            t += 1
+            cur = (cur + int(rng.integers(1, 3)) - 1) % n_items + 1
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # file order != time order
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    df.to_csv(folder / f"{name}.inter", sep="\t", index=False,
+              header=["user_id:token", "item_id:token", "timestamp:float"])
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(1, n_items + 1)],
+                          "title": [f"title {i}" for i in range(1, n_items + 1)]})
+    items.to_csv(folder / f"{name}.item", sep="\t", index=False, header=["item_id:token", "title:token_seq"])
+    return df
+
+
+def write_fake_le_dataset(root: Path, base: pd.DataFrame, name: str = "tiny", dim: int = 8, seed: int = 1) -> Path:
+    """A ``<name>-lea`` dataset with random LE fields in the contract's layout (no LLM involved)."""
+    from recbole_lea.data.dataset import training_row_mask
+
+    rng = np.random.default_rng(seed)
+    train = training_row_mask(base, "user_id", "timestamp")
+    n = len(base)
+    items = base["item_id"].unique()
+    df = base[["user_id", "item_id", "timestamp"]].copy()
+    df["le_train"] = train.astype(float)
+    df["le_reward"] = np.where(train, rng.normal(1.0, 0.5, n), 0.0)
+    df["le_neg_id"] = np.where(train, rng.choice(items, n), df["item_id"])
+    df["le_neg_reward"] = np.where(train, rng.normal(-1.0, 0.5, n), 0.0)
+    df["le_aug_id"] = np.where(train, rng.choice(items, n), df["item_id"])
+    df["le_aug_reward"] = np.where(train, rng.normal(0.5, 0.5, n), 0.0)
+    df["le_aug_mask"] = np.where(train, (rng.random(n) < 0.7).astype(float), 0.0)
+    states = rng.normal(size=(n, dim)) * train[:, None]
+    nxt = rng.normal(size=(n, dim)) * train[:, None]
+    df["le_state"] = [" ".join(f"{v:.5f}" for v in row) for row in states]
+    df["le_next_state"] = [" ".join(f"{v:.5f}" for v in row) for row in nxt]
+    lea = f"{name}-lea"
+    folder = root / lea
+    folder.mkdir(parents=True, exist_ok=True)
+    header = ["user_id:token", "item_id:token", "timestamp:float", "le_train:float", "le_reward:float",
+              "le_neg_id:token", "le_neg_reward:float", "le_aug_id:token", "le_aug_reward:float",
+              "le_aug_mask:float", "le_state:float_seq", "le_next_state:float_seq"]
+    df.to_csv(folder / f"{lea}.inter", sep="\t", index=False, header=header)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("atomic")
+    base = write_tiny_dataset(root)
+    write_fake_le_dataset(root, base)
+    return root
+
+
+@pytest.fixture()
+def tiny_config(tiny_root: Path, tmp_path: Path) -> dict:
+    cfg = dict(TINY_MODEL_CONFIG)
+    cfg["data_path"] = str(tiny_root)
+    cfg["checkpoint_dir"] = str(tmp_path / "saved")
+    return cfg
