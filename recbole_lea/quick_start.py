@@ -306,3 +306,27 @@ def load_data_and_model(model_file: str, config_dict: dict[str, Any] | None = No
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
     return config, model, dataset, train_data, valid_data, test_data
+
+
+def load_for_serving(model_file: str):  # type: ignore[no-untyped-def]
+    """Reload a trained model on its BASE dataset, without any LE file or LE package.
+
+    Ranking uses only the backbone and the supervised head, so a ``*_LEA`` checkpoint ranks the
+    base dataset's users exactly as it ranked the LE dataset's (same rows, same item ids).
+    Returns ``(config, model, dataset, train, valid, test)`` like :func:`load_data_and_model`.
+    """
+    checkpoint = compat.torch_load(model_file, map_location="cpu")
+    config = checkpoint["config"]
+    dataset = config["dataset"]
+    if not dataset.endswith(LEA_SUFFIX):
+        return load_data_and_model(model_file)
+    base = base_dataset_name(dataset)
+    root = Path(config["data_path"]).parent
+    overrides = {
+        "dataset": base,
+        "data_path": str(root / base),
+        "le_serving": True,
+        "load_col": {"inter": [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]]},
+        "alias_of_item_id": None,
+    }
+    return load_data_and_model(model_file, config_dict=overrides)

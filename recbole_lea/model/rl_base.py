@@ -140,7 +140,7 @@ class DoubleQRecommender(SequentialRecommender):
                 f"Unknown `le_reward_transform` '{self.reward_transform}': choose one of "
                 f"{', '.join(REWARD_TRANSFORMS)}."
             )
-        if self.flags.any:
+        if self.flags.any and not config["le_serving"]:
             self._check_le_fields(dataset)
 
         # define layers: two complete networks (double Q-learning, no lagged copy)
@@ -251,6 +251,12 @@ class DoubleQRecommender(SequentialRecommender):
     def in_phase_two(self) -> bool:
         return self.switch_step is not None and int(self.global_step) >= self.switch_step
 
+    @torch.no_grad()
+    def advantage(self, q_pos: torch.Tensor, q_neg: torch.Tensor) -> torch.Tensor:
+        """SA2C's advantage ``sg(Q(s,a)) - mean(sg(Q(s, {a} + negatives)))`` clipped, [B]."""
+        q_all = torch.cat([q_pos.unsqueeze(1), q_neg], dim=1)  # [B 1+K]
+        return (q_pos - q_all.mean(1)).clamp(*self.adv_clip)
+
     def calculate_loss(self, interaction) -> torch.Tensor:  # type: ignore[no-untyped-def]
         item_seq = interaction[self.ITEM_SEQ]  # [B L]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]  # [B]
@@ -261,6 +267,11 @@ class DoubleQRecommender(SequentialRecommender):
         le_state = interaction["le_state"] if self.flags.le_state != "none" else None  # [B d]
         le_next_state = interaction["le_next_state"] if self.flags.le_state != "none" else None
 
+        # coin: which network is trained this step (Algorithm 1, lines 7-16)
+        main_idx = int(torch.randint(0, 2, (1,)).item())
+        main, target = self.nets[main_idx], self.nets[1 - main_idx]
+        self.last_main_idx = main_idx
+
         # rewards and negatives
         if self.flags.le_reward:
             r_pos = self._reward(interaction["le_reward"])  # [B]
@@ -270,11 +281,6 @@ class DoubleQRecommender(SequentialRecommender):
             r_pos = torch.full((B,), self.reward_click, device=device)
             neg = self._sample_negatives(pos, self.neg_num)  # [B K]
             r_neg = torch.full(neg.shape, self.reward_negative, device=device)
-
-        # coin: which network is trained this step (Algorithm 1, lines 7-16)
-        main_idx = int(torch.randint(0, 2, (1,)).item())
-        main, target = self.nets[main_idx], self.nets[1 - main_idx]
-        self.last_main_idx = main_idx
 
         h = main.encoder(item_seq, item_seq_len)  # [B H]
         logits = main.ce_head(h)  # [B N]
@@ -299,9 +305,7 @@ class DoubleQRecommender(SequentialRecommender):
 
         terms: dict[str, torch.Tensor] = {}
         if self.in_phase_two():
-            with torch.no_grad():
-                q_all = torch.cat([q_pos.unsqueeze(1), q_neg], dim=1)  # [B 1+K]
-                advantage = (q_pos - q_all.mean(1)).clamp(*self.adv_clip)  # [B]
+            advantage = self.advantage(q_pos, q_neg)  # [B]
             terms["ce"] = (ce * advantage).mean()
             terms["advantage"] = advantage.mean().detach()
         else:

@@ -1,0 +1,200 @@
+"""SNQN / SA2C and their LE variants inside RecBole: smoke runs, RL update rules, save/reload."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import torch
+from recbole.data import data_preparation
+
+from recbole_lea import registry
+from recbole_lea.data.dataset import DONE_FIELD, training_row_mask
+from recbole_lea.model.rl_base import VARIANTS
+from recbole_lea.quick_start import build_config, load_data_and_model, load_for_serving, run_recbole_lea
+from recbole_lea.trainer import RLTrainer
+
+BACKBONES = ["SASRec", "GRU4Rec"]
+
+
+def _model_and_batch(name: str, cfg: dict, dataset: str = "tiny"):
+    config = build_config(name, dataset, config_dict=cfg)
+    ds = registry.create_dataset(config)
+    train, _, test = data_preparation(config, ds)
+    model = registry.get_model(name)(config, train._dataset)
+    batch = next(iter(train))
+    return config, model, batch, train, test
+
+
+@pytest.mark.parametrize("model,backbone", list(itertools.product(["SNQN", "SA2C"], BACKBONES)))
+def test_baseline_one_epoch(model: str, backbone: str, tiny_config: dict) -> None:
+    result = run_recbole_lea(model, "tiny", config_dict=dict(tiny_config, backbone=backbone), saved=False)
+    assert set(result["test_result"]) == {f"{m}@{k}" for m in ("hit", "ndcg") for k in (5, 10, 20)}
+    assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
+    terms = result["train_losses"][0]
+    assert {"ce", "q_pos", "q_neg"} <= set(terms)
+    assert len(result["epoch_times"]) == 1
+
+
+@pytest.mark.parametrize(
+    "model,variant,backbone",
+    list(itertools.product(["SNQN_LEA", "SA2C_LEA"], list(VARIANTS), BACKBONES)),
+)
+def test_lea_variant_one_epoch(model: str, variant: str, backbone: str, tiny_config: dict) -> None:
+    cfg = dict(tiny_config, backbone=backbone, variant=variant)
+    result = run_recbole_lea(model, "tiny", config_dict=cfg, saved=False)
+    terms = result["train_losses"][0]
+    flags = VARIANTS[variant]
+    assert ("aug_sv" in terms) == flags.aug_sv
+    assert ("aug_q" in terms) == flags.aug_q
+    assert result["test_result"]["ndcg@10"] >= 0.0
+
+
+def test_builtin_runs_through_same_entry(tiny_config: dict) -> None:
+    result = run_recbole_lea("GRU4Rec", "tiny", config_dict=tiny_config, saved=False)
+    assert "ndcg@10" in result["test_result"]
+
+
+def test_training_row_mask_matches_recbole_split(tiny_root, tiny_config: dict) -> None:
+    import pandas as pd
+
+    config = build_config("SASRec", "tiny", config_dict=dict(tiny_config, MAX_ITEM_LIST_LENGTH=50))
+    ds = registry.create_dataset(config)
+    train, valid, test = ds.build()
+    base = pd.read_csv(tiny_root / "tiny" / "tiny.inter", sep="\t")
+    base.columns = ["user_id", "item_id", "timestamp"]
+    mask = training_row_mask(base, "user_id", "timestamp")
+
+    def keys(d, frame=None):  # (user, item, time) of every target row, raw tokens
+        inter = d.inter_feat
+        users = d.id2token(d.uid_field, inter[d.uid_field].numpy())
+        items = d.id2token(d.iid_field, inter[d.iid_field].numpy())
+        return sorted(zip(users, items, inter[d.time_field].numpy().tolist()))
+
+    expected = sorted(zip(base.user_id[mask], base.item_id[mask], base.timestamp[mask].astype(float)))
+    assert keys(train) == expected
+    held = set(zip(base.user_id[~mask], base.item_id[~mask], base.timestamp[~mask].astype(float)))
+    assert set(keys(valid)) | set(keys(test)) <= held
+
+
+def test_done_marks_last_training_row_per_user(tiny_config: dict) -> None:
+    config = build_config("SA2C", "tiny", config_dict=tiny_config)
+    train = registry.create_dataset(config).build()[0]
+    uid = train.inter_feat[train.uid_field]
+    done = train.inter_feat[DONE_FIELD]
+    assert int(done.sum()) == len(torch.unique(uid))
+    for u in torch.unique(uid):
+        rows = (uid == u).nonzero().flatten()
+        assert done[rows[-1]] == 1.0 and done[rows[:-1]].sum() == 0
+
+
+def test_double_q_updates_only_the_coin_network(tiny_config: dict) -> None:
+    config, model, batch, _, _ = _model_and_batch("SNQN", tiny_config)
+    trainer = RLTrainer(config, model)
+    for _ in range(4):
+        before = [copy.deepcopy(net.state_dict()) for net in model.nets]
+        trainer.optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        trainer.optimizer.step()
+        main = model.last_main_idx
+        after = [net.state_dict() for net in model.nets]
+        assert all(torch.equal(before[1 - main][k], after[1 - main][k]) for k in before[1 - main])
+        assert any(not torch.equal(before[main][k], after[main][k]) for k in before[main])
+
+
+def test_advantage_zero_before_switch_and_clipped_after(tiny_config: dict) -> None:
+    config, model, batch, _, _ = _model_and_batch("SA2C", dict(tiny_config, switch_step=2, advantage_clip=10.0))
+    assert not model.in_phase_two()
+    q_pos = torch.tensor([50.0, 0.0, 1.0])
+    q_neg = torch.tensor([[0.0, 0.0], [5.0, 5.0], [0.0, 0.0]])
+    adv = model.advantage(q_pos, q_neg)
+    assert adv[0] == 10.0  # clipped above
+    assert adv[1] == 0.0  # negative advantage clipped to 0
+    assert adv[2] == pytest.approx(1.0 - 1.0 / 3)
+    model.train()
+    model.calculate_loss(batch)
+    assert "advantage" not in model.loss_terms  # phase 1: plain CE
+    model.calculate_loss(batch)
+    assert model.in_phase_two()
+    model.calculate_loss(batch)
+    assert "advantage" in model.loss_terms
+    trainer = RLTrainer(config, model)
+    assert trainer.optimizer.current is trainer.optimizer.second
+    assert trainer.optimizer.second.param_groups[0]["lr"] == config["learning_rate_phase2"]
+
+
+def _loss_with(model, batch, seed: int = 0) -> dict[str, float]:
+    torch.manual_seed(seed)
+    model.loss_terms, model._loss_batches = {}, 0
+    loss = model.calculate_loss(batch)
+    terms = model.pop_loss_terms()
+    terms["total"] = float(loss)
+    return terms
+
+
+def test_each_flag_changes_only_its_term(tiny_config: dict) -> None:
+    cfg = dict(tiny_config, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    _, plain, batch, _, _ = _model_and_batch("SNQN_LEA", dict(cfg, variant="none"))
+    _, sv0, _, _, _ = _model_and_batch("SNQN_LEA", dict(cfg, variant="sv", w_ah=0.0))
+    _, sv1, _, _, _ = _model_and_batch("SNQN_LEA", dict(cfg, variant="sv", w_ah=0.5))
+    _, q1, _, _, _ = _model_and_batch("SNQN_LEA", dict(cfg, variant="q", w_aq=0.5))
+    for m in (sv0, sv1, q1):
+        m.load_state_dict(plain.state_dict())
+    for m in (plain, sv0, sv1, q1):
+        m.train()
+    base = _loss_with(plain, batch)
+    t_sv0, t_sv1, t_q1 = _loss_with(sv0, batch), _loss_with(sv1, batch), _loss_with(q1, batch)
+    assert t_sv0["total"] == pytest.approx(base["total"], abs=1e-6)  # w_ah=0 == no augmentation
+    for t, extra in ((t_sv1, "aug_sv"), (t_q1, "aug_q")):
+        for k in ("ce", "q_pos", "q_neg"):
+            assert t[k] == pytest.approx(base[k], abs=1e-6)
+        assert t[extra] > 0
+        assert t["total"] == pytest.approx(base["total"] + t[extra], abs=1e-5)
+    _, ler, _, _, _ = _model_and_batch("SNQN_LEA", dict(cfg, variant="LER"))
+    ler.load_state_dict(plain.state_dict())
+    ler.train()
+    t_ler = _loss_with(ler, batch)
+    assert t_ler["ce"] == pytest.approx(base["ce"], abs=1e-6)  # rewards touch only the Q terms
+    assert t_ler["q_pos"] != pytest.approx(base["q_pos"], abs=1e-6)
+
+
+def test_le_state_reaches_q_head_not_ranking(tiny_config: dict) -> None:
+    cfg = dict(tiny_config, variant="LES", hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    _, model, batch, _, _ = _model_and_batch("SA2C_LEA", cfg)
+    model.eval()
+    assert model.nets[0].q_head.in_features == cfg["hidden_size"] + cfg["le_state_dim"]
+    assert model.nets[0].ce_head.in_features == cfg["hidden_size"]
+    scores = model.full_sort_predict(batch)
+    changed = batch.copy() if hasattr(batch, "copy") else batch
+    changed.interaction["le_state"] = batch["le_state"] + 5.0
+    assert torch.equal(scores, model.full_sort_predict(changed))
+    h = model.nets[0].encoder(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+    q1 = model.nets[0].q_head(model._q_state(h, batch["le_state"]))
+    q2 = model.nets[0].q_head(model._q_state(h, batch["le_state"] - 5.0))
+    assert not torch.allclose(q1, q2)
+
+
+def _test_scores(model, test_data) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model.full_sort_predict(b[0]) for b in test_data])
+
+
+@pytest.mark.parametrize("name", ["SA2C", "SA2C_LEA"])
+def test_save_reload_gives_identical_scores(name: str, tiny_config: dict) -> None:
+    result = run_recbole_lea(name, "tiny", config_dict=dict(tiny_config, epochs=2))
+    config, model, _, _, _, test = load_data_and_model(result["model_file"])
+    scores = _test_scores(model, test)
+    _, model2, _, _, _, test2 = load_data_and_model(result["model_file"])
+    assert torch.equal(scores, _test_scores(model2, test2))
+    # the reloaded model reproduces the run's own test metrics
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    again = trainer.evaluate(test, load_best_model=False)
+    for k, v in result["test_result"].items():
+        assert again[k] == pytest.approx(v, abs=1e-4)
+    if name.endswith("_LEA"):
+        # serving: no LE file, no LE field, same ranking
+        _, served, ds, _, _, base_test = load_for_serving(result["model_file"])
+        assert not any(f.startswith("le_") for f in ds.field2type)
+        assert torch.equal(scores, _test_scores(served, base_test))
