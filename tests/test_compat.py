@@ -1,0 +1,37 @@
+"""The RecBole 1.2.1 shims do what they claim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+import recbole_lea.quick_start  # noqa: F401  (applies the shims)
+from recbole_lea import registry
+
+
+def test_anomaly_detection_is_off_after_import() -> None:
+    import recbole.model.sequential_recommender.sine  # noqa: F401  (the module that turns it on)
+
+    assert not torch.is_anomaly_enabled()
+
+
+def test_pinned_stack() -> None:
+    assert int(np.__version__.split(".")[0]) < 2
+    assert int(pd.__version__.split(".")[0]) < 3
+
+
+def test_registry_plugin_first_and_builtins() -> None:
+    assert registry.get_model("SA2C").__module__ == "recbole_lea.model.sa2c"
+    assert registry.get_model("SASRec").__module__.startswith("recbole.model.sequential_recommender")
+    assert "LightGBM" in registry.recbole_model_names()  # listed without importing lightgbm
+    trainer = registry.get_trainer(registry.ModelType.SEQUENTIAL, "SASRec")
+    assert issubclass(trainer, registry.CompatTrainerMixin)
+
+
+def test_checkpoint_with_pickled_objects_loads(tmp_path) -> None:
+    from recbole_lea.compat import torch_load
+
+    path = tmp_path / "ckpt.pth"
+    torch.save({"config": {"x": np.float64(1.5)}, "state_dict": {"w": torch.ones(2)}}, path)
+    assert torch_load(str(path))["config"]["x"] == 1.5
