@@ -37,11 +37,23 @@ def _disable_anomaly_detection() -> None:
     torch.autograd.set_detect_anomaly(False)
 
 
+def _numpy2_aliases() -> None:
+    # numpy 2.0 removed np.float_ / np.unicode_ / np.bool8, which RecBole 1.2.1 (dataset
+    # loading) and ray 2.6.3 use. setup.cfg pins numpy<2; these aliases only matter where a
+    # machine's numpy 2 cannot be swapped (e.g. a GPU image), and are identical in meaning.
+    import numpy as np
+
+    for old, new in (("float_", "float64"), ("unicode_", "str_"), ("bool8", "bool_")):
+        if not hasattr(np, old):
+            setattr(np, old, getattr(np, new))
+
+
 def apply() -> None:
     """Apply every shim once."""
     global _APPLIED
     if _APPLIED:
         return
+    _numpy2_aliases()
     _disable_anomaly_detection()
     _APPLIED = True
 

@@ -178,7 +178,9 @@ def build_config(
         if lea_inter.is_file():
             with open(lea_inter, encoding="utf-8") as f:
                 header = [c.split(":")[0] for c in f.readline().rstrip("\n").split("\t")]
-            config_dict.setdefault("load_col", {"inter": header})
+            load_col = dict(merged.get("load_col") or {})
+            load_col["inter"] = header  # the LE file's columns; other files as for the base dataset
+            config_dict.setdefault("load_col", load_col)
             config_dict.setdefault("alias_of_item_id", [c for c in ("le_neg_id", "le_aug_id") if c in header])
     else:
         check_dataset_files(dataset, data_path)
@@ -326,7 +328,7 @@ def load_for_serving(model_file: str):  # type: ignore[no-untyped-def]
         "dataset": base,
         "data_path": str(root / base),
         "le_serving": True,
-        "load_col": {"inter": [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]]},
+        "load_col": {**config["load_col"], "inter": [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]]},
         "alias_of_item_id": None,
     }
     return load_data_and_model(model_file, config_dict=overrides)

@@ -290,8 +290,10 @@ class DoubleQRecommender(SequentialRecommender):
         # TD targets (double Q-learning; the target network runs with dropout on, as upstream)
         with torch.no_grad():
             q_next_main = main.q_head(self._q_state(main.encoder(next_seq, next_len), le_next_state))
-            q_next_tgt = target.q_head(self._q_state(target.encoder(next_seq, next_len), le_next_state))
-            q_cur_tgt = target.q_head(self._q_state(target.encoder(item_seq, item_seq_len), le_state))
+            # the target network sees current and next states in one batch of 2B
+            h_tgt = target.encoder(torch.cat([item_seq, next_seq]), torch.cat([item_seq_len, next_len]))
+            le_both = None if le_state is None else torch.cat([le_state, le_next_state])  # type: ignore[list-item]
+            q_cur_tgt, q_next_tgt = target.q_head(self._q_state(h_tgt, le_both)).split(B)  # [B N] x 2
             v_next = q_next_tgt.gather(1, q_next_main.argmax(1, keepdim=True)).squeeze(1)  # [B]
             v_cur = q_cur_tgt.gather(1, q.detach().argmax(1, keepdim=True)).squeeze(1)  # [B]
             y_pos = r_pos + self.gamma * (1.0 - done) * v_next  # [B]
