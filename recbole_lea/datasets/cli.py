@@ -1,0 +1,269 @@
+"""``python -m recbole_lea.datasets <command>``: one command per data source, plus ``stats``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from recbole_lea.datasets.common import DEFAULT_MAX_BAD, DEFAULT_MAX_WORDS, BadLimit, ConvertOptions, DatasetError
+from recbole_lea.datasets.writer import ConversionReport
+
+EPILOG = """Every converter writes <out>/<name>/<name>.inter, <name>.item, <name>.yaml and
+conversion_report.json (atomically), and the dataset yaml to properties/dataset/<name>.yaml
+(relative to the current directory; --yaml-out elsewhere, --yaml-out none to skip).
+See atomic_datasets/README.md and docs/datasets.md."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output and filtering (all converters)")
+    g.add_argument(
+        "--out",
+        "--data_path",
+        dest="out",
+        default="atomic_datasets",
+        help="parent folder of the dataset folder (default: atomic_datasets)",
+    )
+    g.add_argument(
+        "--yaml-out", default=None, help="dataset yaml path (default: properties/dataset/<name>.yaml; 'none' to skip)"
+    )
+    g.add_argument(
+        "--min-inter",
+        type=int,
+        default=0,
+        metavar="K",
+        help="drop items and sequences with fewer than K interactions, until stable (paper: 3; default off)",
+    )
+    g.add_argument(
+        "--max-bad-lines",
+        default=DEFAULT_MAX_BAD,
+        metavar="N|P%",
+        help=f"fail when a file has more malformed lines than N, or than P%% of its lines (default {DEFAULT_MAX_BAD})",
+    )
+    g.add_argument(
+        "--max-words",
+        type=int,
+        default=DEFAULT_MAX_WORDS,
+        metavar="N",
+        help=f"keep the first N words of each item text value (default {DEFAULT_MAX_WORDS}; 0 = no limit)",
+    )
+    g.add_argument(
+        "--drop-duplicates",
+        action="store_true",
+        help="drop rows repeating an earlier (user, item, timestamp); default: keep and report them",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars and no report on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_lea.datasets",
+        description="Convert datasets to RecBole atomic files with item text, and print their statistics.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = sub.add_parser("lcrec", help="LC-Rec JSON (*.inter.json + *.item.json)", epilog=EPILOG)
+    p.add_argument("source", nargs="?", help="folder with one *.inter.json and one *.item.json")
+    p.add_argument("--inter-json", help="the *.inter.json file (instead of a folder)")
+    p.add_argument("--item-json", help="the *.item.json file (instead of a folder)")
+    p.add_argument("--name", help="dataset name (default: the source folder's name)")
+    p.add_argument(
+        "--fields",
+        default=None,
+        help="field=key pairs mapping .item fields to item JSON keys "
+        "(default title=title,category=categories,brand=brand,description=description)",
+    )
+    _common(p)
+
+    p = sub.add_parser("amazon", help="raw Amazon Review Data 2018 (reviews + meta JSON lines)", epilog=EPILOG)
+    p.add_argument("--reviews", required=True, help="<Category>.json or <Category>_5.json (gzip or plain)")
+    p.add_argument("--meta", required=True, help="meta_<Category>.json (gzip or plain)")
+    p.add_argument("--name", help="dataset name (default: amazon-<category>)")
+    _common(p)
+
+    p = sub.add_parser("lfm1b", help="raw LFM-1b TSV files (events, tracks, albums, artists)", epilog=EPILOG)
+    p.add_argument("folder", nargs="?", help="folder with LFM-1b_LEs.txt, LFM-1b_tracks.txt, ... (.gz accepted)")
+    p.add_argument("--les", help="listening events file (default <folder>/LFM-1b_LEs.txt)")
+    p.add_argument("--tracks", help="tracks file (default <folder>/LFM-1b_tracks.txt)")
+    p.add_argument("--albums", help="albums file (default <folder>/LFM-1b_albums.txt)")
+    p.add_argument("--artists", help="artists file (default <folder>/LFM-1b_artists.txt)")
+    p.add_argument("--name", default="lfm", help="dataset name (default: lfm)")
+    p.add_argument(
+        "--days",
+        type=float,
+        default=None,
+        help="keep only events in a window of this many days (paper: 3; default: all events)",
+    )
+    p.add_argument(
+        "--start",
+        default=None,
+        help="window start: unix seconds, an ISO date (UTC), 'first' (first event of the file, "
+        "default) or 'earliest' (smallest timestamp; one extra pass)",
+    )
+    p.add_argument(
+        "--les-columns",
+        default=None,
+        help="column names of the events file (default user,artist,album,track,timestamp)",
+    )
+    p.add_argument("--tracks-columns", default=None, help="column names of the tracks file (default track,name,artist)")
+    p.add_argument("--albums-columns", default=None, help="column names of the albums file (default album,name,artist)")
+    p.add_argument("--artists-columns", default=None, help="column names of the artists file (default artist,name)")
+    _common(p)
+
+    p = sub.add_parser("ml100k", help="ml-100k from the recbole wheel (keeps the wheel's row order)", epilog=EPILOG)
+    _common(p)
+
+    p = sub.add_parser("csv", help="a generic interactions CSV/TSV (+ items CSV/TSV with text columns)", epilog=EPILOG)
+    p.add_argument("--inter", required=True, help="interactions file with a header row")
+    p.add_argument("--items", default=None, help="items file with a header row (id + text columns)")
+    p.add_argument("--name", help="dataset name (default: the interactions file's stem)")
+    p.add_argument("--user-col", default="user_id", help="user column (default user_id)")
+    p.add_argument("--item-col", default="item_id", help="item column (default item_id)")
+    p.add_argument("--time-col", default=None, help="time column (default: none; file order is kept)")
+    p.add_argument("--time-format", default=None, help="strptime format of the time column (default: numbers)")
+    p.add_argument("--item-id-col", default=None, help="id column of the items file (default: --item-col)")
+    p.add_argument("--text-cols", default=None, help="comma-separated text columns (default: every other column)")
+    p.add_argument("--token-cols", default="", help="text columns written as one token, not words (e.g. brand)")
+    p.add_argument("--sep", default=None, help="separator (default: tab for .tsv/.tab/.txt, else comma)")
+    p.add_argument("--items-sep", default=None, help="separator of the items file (default: like --sep)")
+    p.add_argument("--noun", default="item", help="item noun for the LE prompt (default item)")
+    p.add_argument("--template", default=None, help="LE item sentence with [item] and {field} (default: generated)")
+    _common(p)
+
+    p = sub.add_parser("stats", help="print Table 1 style statistics of an atomic dataset")
+    p.add_argument("name", help="dataset name (folder under --data_path)")
+    p.add_argument(
+        "--data_path",
+        "--out",
+        dest="data_path",
+        default="atomic_datasets",
+        help="parent folder of the dataset (default atomic_datasets)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
+
+
+def _options(args: argparse.Namespace, name: str) -> ConvertOptions:
+    yaml_out = args.yaml_out
+    if yaml_out is None:
+        yaml_out = os.path.join("properties", "dataset", f"{name}.yaml")
+    elif yaml_out.lower() in ("none", "-", ""):
+        yaml_out = None
+    if args.max_words < 0:
+        raise DatasetError(f"--max-words {args.max_words} must be >= 0")
+    return ConvertOptions(
+        out=args.out,
+        yaml_out=yaml_out,
+        min_inter=args.min_inter,
+        max_bad=BadLimit.parse(args.max_bad_lines),
+        max_words=args.max_words or None,
+        drop_duplicates=args.drop_duplicates,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+
+
+def _split_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def run(args: argparse.Namespace) -> ConversionReport | dict[str, object]:
+    """Execute one parsed command; returns its report (converters) or statistics (stats)."""
+    if args.command == "stats":
+        from recbole_lea.datasets.stats import dataset_stats
+
+        if args.name == "ml-100k":
+            from recbole_lea.datasets.ml100k import ensure_ml100k
+
+            ensure_ml100k(args.data_path)
+        return dataset_stats(args.name, args.data_path)
+
+    if args.command == "lcrec":
+        from recbole_lea.datasets.lcrec import convert_lcrec, find_files
+
+        inter_json, item_json = args.inter_json, args.item_json
+        if args.source:
+            found = find_files(args.source)
+            inter_json, item_json = inter_json or found[0], item_json or found[1]
+        if not inter_json:
+            raise DatasetError("lcrec needs a source folder or --inter-json (and --item-json)")
+        name = args.name or os.path.basename(os.path.normpath(args.source or os.path.dirname(inter_json) or "."))
+        field_keys = dict(kv.split("=", 1) for kv in _split_list(args.fields)) if args.fields else None
+        return convert_lcrec(inter_json, item_json, name, _options(args, name), field_keys)
+
+    if args.command == "amazon":
+        from recbole_lea.datasets.amazon import convert_amazon, default_name
+
+        name = args.name or default_name(args.reviews)
+        return convert_amazon(args.reviews, args.meta, name, _options(args, name))
+
+    if args.command == "lfm1b":
+        from recbole_lea.datasets.lfm1b import convert_lfm1b
+
+        if not args.folder and not args.les:
+            raise DatasetError("lfm1b needs the LFM-1b folder or --les PATH")
+        return convert_lfm1b(
+            args.folder,
+            args.name,
+            _options(args, args.name),
+            les=args.les,
+            tracks=args.tracks,
+            albums=args.albums,
+            artists=args.artists,
+            days=args.days,
+            start=args.start,
+            columns={
+                "les": args.les_columns,
+                "tracks": args.tracks_columns,
+                "albums": args.albums_columns,
+                "artists": args.artists_columns,
+            },
+        )
+
+    if args.command == "ml100k":
+        from recbole_lea.datasets.ml100k import NAME, convert_ml100k
+
+        return convert_ml100k(_options(args, NAME))
+
+    if args.command == "csv":
+        from recbole_lea.datasets.generic import convert_csv, default_name
+
+        name = args.name or default_name(args.inter)
+        return convert_csv(
+            args.inter,
+            args.items,
+            name,
+            _options(args, name),
+            user_col=args.user_col,
+            item_col=args.item_col,
+            time_col=args.time_col,
+            item_id_col=args.item_id_col,
+            text_cols=_split_list(args.text_cols) or None,
+            token_cols=_split_list(args.token_cols),
+            sep=args.sep,
+            items_sep=args.items_sep,
+            time_format=args.time_format,
+            noun=args.noun,
+            template=args.template,
+        )
+    raise DatasetError(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; a :class:`DatasetError` ends the run with its message (no traceback)."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except DatasetError as exc:
+        raise SystemExit(f"recbole_lea.datasets {args.command}: error: {exc}") from None
+    if args.command == "stats":
+        from recbole_lea.datasets.stats import format_stats
+
+        assert isinstance(result, dict)
+        print(json.dumps(result, indent=2) if args.json else format_stats(result))
+    elif not args.quiet:
+        assert isinstance(result, ConversionReport)
+        print(result.format())
+    return 0
