@@ -15,38 +15,16 @@ built-in model and ours see exactly the same train/valid/test rows.
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import FeatureType
 
+from recbole_lea.data.rows import training_row_mask
+
+__all__ = ["DONE_FIELD", "LE_PREFIX", "RLSequentialDataset", "training_row_mask"]
+
 LE_PREFIX = "le_"
 DONE_FIELD = "done"
-
-
-def training_row_mask(df: pd.DataFrame, uid_field: str, time_field: str) -> np.ndarray:
-    """Boolean mask over the rows of an atomic ``.inter`` frame (in file order): True where
-    RecBole's leave-one-out split (``LS: valid_and_test``, order ``TO``) makes the row a
-    TRAINING target.
-
-    Per user, rows are stably sorted by time (ties keep file order, as RecBole's stable sort
-    does); the first row is never a target (empty history); of the remaining ``k`` targets the
-    last is test and the one before it valid when ``k >= 3``; with ``k == 2`` only the last is
-    held out (test); with ``k == 1`` the single target is a training row.
-    """
-    n = len(df)
-    order = np.lexsort((np.arange(n), df[time_field].to_numpy(), df[uid_field].to_numpy()))
-    users = df[uid_field].to_numpy()[order]
-    mask_sorted = np.zeros(n, dtype=bool)
-    boundaries = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
-    for start, end in zip(boundaries[:-1], boundaries[1:]):
-        targets = end - start - 1
-        held_out = min(2, targets - 1) if targets >= 1 else 0
-        mask_sorted[start + 1 : end - held_out] = True
-    mask = np.zeros(n, dtype=bool)
-    mask[order] = mask_sorted
-    return mask
 
 
 class RLSequentialDataset(SequentialDataset):
