@@ -1,0 +1,437 @@
+"""Seeded comparison tables like the LEA paper's Table 2.
+
+Each model spec (``SASRec``, ``SA2C_LEA:variant=LEASR,w_ah=0.1``) runs once per seed; every run
+lives in its own folder and is cached as one JSON file per (model spec, seed, config hash), so a
+finished run is read back instead of recomputed. A per-result file lock makes two drivers started
+at once on overlapping work compute each run once: the second waits, then reads the first's JSON.
+
+The table gives mean ± sample std (ddof=1) over seeds of the TEST Hit/NDCG@5/10/20, the best mean
+of each column in bold and the second best underlined, and a paired t-test
+(``scipy.stats.ttest_rel``, two-sided, pairs = runs with the same seed) of each model against the
+chosen baseline; ``*`` marks p < alpha (0.01, as the paper) when the model's mean is above the
+baseline's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from filelock import FileLock
+
+from recbole_lea.experiments.protocol import protocol_description
+from recbole_lea.experiments.runner import (
+    LOCK_TIMEOUT_S,
+    REPO_ROOT,
+    RunFn,
+    absolute_files,
+    config_hash,
+    prepare_shared,
+    resolve_data_path,
+    run_one,
+    write_json_atomic,
+)
+
+DEFAULTS_FILE = REPO_ROOT / "properties" / "experiments" / "eval.yaml"
+TABLE_METRICS: tuple[tuple[str, str], ...] = (
+    ("hit@5", "HR@5"),
+    ("ndcg@5", "NG@5"),
+    ("hit@10", "HR@10"),
+    ("ndcg@10", "NG@10"),
+    ("hit@20", "HR@20"),
+    ("ndcg@20", "NG@20"),
+)
+RESULT_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``Model[:key=value,key=value]``; values are parsed as YAML (``0.1`` -> float)."""
+
+    model: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.text or self.model
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.label.replace(":", "__").replace(",", "_"))
+
+
+_SPLIT = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    text = text.strip()
+    model, _, rest = text.partition(":")
+    if not model or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", model):
+        raise ValueError(f"bad model spec {text!r}: expected Model or Model:key=value,key=value")
+    overrides: dict[str, Any] = {}
+    if rest.strip():
+        for part in _SPLIT.split(rest):
+            key, eq, value = part.partition("=")
+            if not eq or not key.strip():
+                raise ValueError(f"bad override {part!r} in {text!r}: expected key=value")
+            try:
+                overrides[key.strip()] = yaml.safe_load(value.strip())
+            except yaml.YAMLError:
+                overrides[key.strip()] = value.strip()
+    return ModelSpec(model=model, overrides=overrides, text=text)
+
+
+def seed_list(seeds: Sequence[int] | int, base_seed: int = 2020) -> list[int]:
+    """``3`` -> ``[2020, 2021, 2022]``; an explicit list is kept as given."""
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError("--seeds must be >= 1")
+        return [base_seed + i for i in range(seeds)]
+    return [int(s) for s in seeds]
+
+
+def run_key(
+    spec: ModelSpec,
+    dataset: str,
+    seed: int,
+    config_file_list: Sequence[str],
+    config_dict: Mapping[str, Any],
+) -> str:
+    """``<spec slug>__seed<seed>__<hash of everything that changes the result>``."""
+    payload = {
+        "schema": RESULT_SCHEMA,
+        "model": spec.model,
+        "overrides": spec.overrides,
+        "dataset": dataset,
+        "seed": seed,
+        "config_dict": {k: v for k, v in config_dict.items() if k != "data_path"},
+    }
+    return f"{spec.slug}__seed{seed}__{config_hash(payload, config_file_list)}"
+
+
+def run_comparison(
+    dataset: str,
+    models: Sequence[str | ModelSpec],
+    seeds: Sequence[int] | int = 3,
+    baseline: str | None = None,
+    config_file_list: Sequence[str] | None = None,
+    config_dict: Mapping[str, Any] | None = None,
+    output_dir: str | Path | None = None,
+    data_path: str | None = None,
+    alpha: float = 0.01,
+    run_fn: RunFn | None = None,
+    torch_threads: int | None = 1,
+    recompute: bool = False,
+) -> dict[str, Any]:
+    """Run (or read back) every model x seed, then write ``table.md``, ``table.csv``, ``runs.csv``.
+
+    Returns ``{"runs": [...], "rows": [...], "markdown": str, ...}``.
+    """
+    specs = [m if isinstance(m, ModelSpec) else parse_model_spec(m) for m in models]
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"model specs must be distinct, got {labels}")
+    seeds_ = seed_list(seeds)
+    if baseline is not None and baseline not in labels:
+        raise ValueError(f"--baseline {baseline!r} is not one of the models {labels}")
+    output_dir = Path(output_dir or Path("results") / "compare" / dataset).resolve()
+    runs_dir = output_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    files = absolute_files([str(DEFAULTS_FILE), *(config_file_list or [])])
+    base_config = dict(config_dict or {})
+    base_config["data_path"] = resolve_data_path(files, base_config, data_path)
+
+    prepared: dict[str, dict[str, Any]] = {}
+    records: list[dict[str, Any]] = []
+    for spec in specs:
+        for seed in seeds_:
+            options = {**base_config, **spec.overrides, "seed": seed}
+            key = run_key(spec, dataset, seed, files, options)
+            json_path = runs_dir / f"{key}.json"
+            record = None if recompute else _cached(json_path)
+            if record is None:
+                with FileLock(str(runs_dir / f".{key}.lock"), timeout=LOCK_TIMEOUT_S):
+                    record = None if recompute else _cached(json_path)
+                    if record is None:
+                        if spec.model not in prepared:
+                            prepared[spec.model] = prepare_shared(
+                                spec.model, dataset, base_config["data_path"], files, options
+                            )
+                        record = run_one(
+                            spec.model,
+                            dataset,
+                            files,
+                            {**options, **prepared[spec.model]},
+                            run_dir=runs_dir / key,
+                            run_fn=run_fn,
+                            torch_threads=torch_threads,
+                        )
+                        record.update(label=spec.label, seed=seed, key=key, schema=RESULT_SCHEMA)
+                        write_json_atomic(json_path, record)
+                        record["cached"] = False
+            records.append(record)
+
+    rows = summarise(records, labels, seeds_, baseline, alpha)
+    protocols = sorted(
+        {protocol_description(r.get("config")) for r in records if r.get("status") == "ok"}
+    )
+    markdown = render_markdown(rows, dataset, seeds_, baseline, alpha, protocols)
+    _write_text_atomic(output_dir / "table.md", markdown)
+    _write_csv(output_dir / "table.csv", _table_csv_rows(rows))
+    _write_csv(output_dir / "runs.csv", _runs_csv_rows(records))
+    return {
+        "runs": records,
+        "rows": rows,
+        "markdown": markdown,
+        "output_dir": str(output_dir),
+        "seeds": seeds_,
+        "protocols": protocols,
+    }
+
+
+def _cached(path: Path) -> dict[str, Any] | None:
+    """A finished run's record; failed or unreadable records are recomputed."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("status") != "ok" or record.get("schema") != RESULT_SCHEMA:
+        return None
+    record["cached"] = True
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def paired_pvalue(values: Sequence[float], base: Sequence[float]) -> float:
+    """Two-sided paired t-test p-value; NaN with fewer than 2 pairs or zero variance of diffs."""
+    from scipy.stats import ttest_rel
+
+    a = np.asarray(values, dtype=float)
+    b = np.asarray(base, dtype=float)
+    if len(a) < 2 or len(a) != len(b):
+        return float("nan")
+    diff = a - b
+    if np.allclose(diff, diff[0]):
+        # constant difference: t is infinite (or undefined when 0); report 0.0 / NaN explicitly
+        return 0.0 if diff[0] != 0 else float("nan")
+    return float(ttest_rel(a, b).pvalue)
+
+
+def summarise(
+    records: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+    seeds: Sequence[int],
+    baseline: str | None,
+    alpha: float,
+) -> list[dict[str, Any]]:
+    """One row per model: mean/std per metric, p-value vs baseline, ranks, timings."""
+    by_label: dict[str, dict[int, Mapping[str, Any]]] = {label: {} for label in labels}
+    failures: dict[str, list[str]] = {label: [] for label in labels}
+    for r in records:
+        if r.get("status") == "ok":
+            by_label[r["label"]][int(r["seed"])] = r
+        else:
+            failures[r["label"]].append(f"seed {r.get('seed')}: {r.get('error')}")
+    rows: list[dict[str, Any]] = []
+    for label in labels:
+        runs = by_label[label]
+        row: dict[str, Any] = {
+            "model": label,
+            "n_seeds": len(runs),
+            "failed": failures[label],
+        }
+        epoch_times = [t for r in runs.values() for t in r.get("epoch_times") or []]
+        row["mean_epoch_time_s"] = float(np.mean(epoch_times)) if epoch_times else float("nan")
+        row["mean_run_time_s"] = (
+            float(np.mean([r.get("wall_time_s") or 0.0 for r in runs.values()]))
+            if runs
+            else float("nan")
+        )
+        for key, _ in TABLE_METRICS:
+            values = [float(r["test_result"][key]) for r in runs.values() if key in r["test_result"]]
+            row[f"{key}_values"] = values
+            row[f"{key}_mean"] = float(np.mean(values)) if values else float("nan")
+            row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+            row[f"{key}_p"] = float("nan")
+            row[f"{key}_sig"] = False
+        rows.append(row)
+    if baseline is not None:
+        base_runs = by_label[baseline]
+        for row in rows:
+            if row["model"] == baseline:
+                continue
+            runs = by_label[row["model"]]
+            common = [s for s in seeds if s in runs and s in base_runs]
+            for key, _ in TABLE_METRICS:
+                pairs = [
+                    (float(runs[s]["test_result"][key]), float(base_runs[s]["test_result"][key]))
+                    for s in common
+                    if key in runs[s]["test_result"] and key in base_runs[s]["test_result"]
+                ]
+                if not pairs:
+                    continue
+                a, b = zip(*pairs)
+                p = paired_pvalue(a, b)
+                row[f"{key}_p"] = p
+                row[f"{key}_sig"] = bool(
+                    math.isfinite(p) and p < alpha and float(np.mean(a)) > float(np.mean(b))
+                )
+    for key, _ in TABLE_METRICS:
+        means = sorted(
+            {row[f"{key}_mean"] for row in rows if math.isfinite(row[f"{key}_mean"])},
+            reverse=True,
+        )
+        for row in rows:
+            value = row[f"{key}_mean"]
+            row[f"{key}_rank"] = means.index(value) + 1 if value in means else None
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def _cell(row: Mapping[str, Any], key: str) -> str:
+    mean = row[f"{key}_mean"]
+    if not math.isfinite(mean):
+        return "n/a"
+    std = row[f"{key}_std"]
+    text = f"{mean:.4f} ± {std:.4f}" if math.isfinite(std) else f"{mean:.4f}"
+    if row.get(f"{key}_sig"):
+        text += "*"
+    rank = row.get(f"{key}_rank")
+    if rank == 1:
+        return f"**{text}**"
+    if rank == 2:
+        return f"<u>{text}</u>"
+    return text
+
+
+def render_markdown(
+    rows: Sequence[Mapping[str, Any]],
+    dataset: str,
+    seeds: Sequence[int],
+    baseline: str | None,
+    alpha: float,
+    protocols: Sequence[str],
+) -> str:
+    lines = [
+        f"## {dataset}: test results over {len(seeds)} seed(s) ({', '.join(map(str, seeds))})",
+        "",
+        "Mean ± sample std (ddof=1) over seeds. **Bold**: best mean of the column; "
+        "<u>underlined</u>: second best.",
+    ]
+    if baseline:
+        lines.append(
+            f"`*`: paired t-test (scipy.stats.ttest_rel, two-sided, paired by seed) against "
+            f"**{baseline}** gives p < {alpha:g} and the mean is above the baseline's."
+        )
+    for proto in protocols or ["(no finished run)"]:
+        lines.append(f"Evaluation protocol: {proto}.")
+    lines.append("")
+    header = ["Model", "seeds", *[name for _, name in TABLE_METRICS], "s/epoch"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|")
+    for row in rows:
+        label = str(row["model"]) + (" (baseline)" if row["model"] == baseline else "")
+        epoch = row["mean_epoch_time_s"]
+        cells = [
+            label,
+            str(row["n_seeds"]),
+            *[_cell(row, key) for key, _ in TABLE_METRICS],
+            f"{epoch:.2f}" if math.isfinite(epoch) else "n/a",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [(row["model"], f) for row in rows for f in row["failed"]]
+    if failed:
+        lines += ["", "Failed runs (left out of the means; rerun to retry):"]
+        lines += [f"- {model}, {msg}" for model, msg in failed]
+    if baseline:
+        lines += ["", "p-values against the baseline:", ""]
+        lines.append("| Model | " + " | ".join(name for _, name in TABLE_METRICS) + " |")
+        lines.append("|---|" + "|".join(["---:"] * len(TABLE_METRICS)) + "|")
+        for row in rows:
+            if row["model"] == baseline:
+                continue
+            ps = [row[f"{key}_p"] for key, _ in TABLE_METRICS]
+            lines.append(
+                f"| {row['model']} | "
+                + " | ".join(f"{p:.3g}" if math.isfinite(p) else "n/a" for p in ps)
+                + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _table_csv_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        item: dict[str, Any] = {"model": row["model"], "n_seeds": row["n_seeds"]}
+        for key, _ in TABLE_METRICS:
+            for suffix in ("mean", "std", "p", "sig", "rank"):
+                item[f"{key}_{suffix}"] = row[f"{key}_{suffix}"]
+            item[f"{key}_values"] = json.dumps(row[f"{key}_values"])
+        item["mean_epoch_time_s"] = row["mean_epoch_time_s"]
+        item["mean_run_time_s"] = row["mean_run_time_s"]
+        item["failed"] = json.dumps(row["failed"])
+        out.append(item)
+    return out
+
+
+def _runs_csv_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in records:
+        item: dict[str, Any] = {
+            "model": r.get("label"),
+            "seed": r.get("seed"),
+            "status": r.get("status"),
+            "cached": r.get("cached"),
+            "key": r.get("key"),
+        }
+        for key, _ in TABLE_METRICS:
+            item[f"test_{key}"] = (r.get("test_result") or {}).get(key)
+        item["best_valid_score"] = r.get("best_valid_score")
+        times = r.get("epoch_times") or []
+        item["epochs"] = len(times)
+        item["mean_epoch_time_s"] = float(np.mean(times)) if times else None
+        item["epoch_times_s"] = json.dumps([round(t, 4) for t in times])
+        item["wall_time_s"] = r.get("wall_time_s")
+        item["error"] = r.get("error")
+        item["run_dir"] = r.get("run_dir")
+        out.append(item)
+    return out
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns or ["empty"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(dict(row))
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

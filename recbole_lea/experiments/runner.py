@@ -1,0 +1,406 @@
+"""One training run in its own folder: the piece shared by sweeps and comparison tables.
+
+Every run gets its own ``checkpoint_dir`` (so two runs started in the same second never write the
+same ``<model>-<time>.pth``), collects validation results per epoch through ``callback_fn``,
+records epoch times and named training losses, and draws its learning curves next to its results.
+Shared caches (the converted dataset, the LE) are prepared by the DRIVER, once, under a file lock,
+before any run starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from filelock import FileLock
+
+RunFn = Callable[..., dict[str, Any]]
+ValidCallback = Callable[[int, float, dict[str, Any]], None]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_PATH = "atomic_datasets"
+LOCK_TIMEOUT_S = 6 * 3600
+
+
+def resolve_run_fn() -> RunFn:
+    """``recbole_lea.quick_start.run_recbole_lea``; a RecBole-only stand-in while it is missing.
+
+    Only a missing module falls back (with a warning); any other import error is raised, so a
+    broken quick_start is never hidden.
+    """
+    try:
+        from recbole_lea.quick_start import run_recbole_lea
+    except ModuleNotFoundError as err:
+        if err.name not in ("recbole_lea.quick_start",):
+            raise
+        logging.getLogger(__name__).warning(
+            "recbole_lea.quick_start is missing: using the RecBole-only fallback runner"
+        )
+        return fallback_run_recbole
+    return run_recbole_lea
+
+
+def fallback_run_recbole(
+    model: str,
+    dataset: str,
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    saved: bool = True,
+    callback_fn: ValidCallback | None = None,
+) -> dict[str, Any]:
+    """``run_recbole_lea``'s contract for RecBole built-in models only (development stand-in)."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_logger, init_seed
+
+    config = Config(
+        model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    data = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+
+    epoch_times: list[float] = []
+    train_losses: list[dict[str, float]] = []
+    original = trainer._train_epoch
+
+    def timed_epoch(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        loss = original(*args, **kwargs)
+        epoch_times.append(time.perf_counter() - start)
+        if isinstance(loss, tuple):
+            train_losses.append({f"loss_{i}": float(v) for i, v in enumerate(loss)})
+        else:
+            train_losses.append({"loss": float(loss)})
+        return loss
+
+    trainer._train_epoch = timed_epoch  # type: ignore[method-assign]
+
+    def on_valid(epoch_idx: int, valid_score: float) -> None:
+        if callback_fn is not None:
+            callback_fn(epoch_idx, valid_score, dict(trainer.valid_result_last))
+
+    original_valid = trainer._valid_epoch
+
+    def valid_epoch(*args: Any, **kwargs: Any) -> Any:
+        score, result = original_valid(*args, **kwargs)
+        trainer.valid_result_last = result
+        return score, result
+
+    trainer._valid_epoch = valid_epoch  # type: ignore[method-assign]
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=False, callback_fn=on_valid
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=False)
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "model_file": trainer.saved_model_file if saved else None,
+        "config": dict(config.final_config_dict),
+        "epoch_times": epoch_times,
+        "train_losses": train_losses,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# paths, hashing, JSON
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types: dict/list recursion, numpy/torch scalars to numbers, the rest to str."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return to_jsonable(value.item())
+        except (ValueError, RuntimeError):
+            pass
+    return str(value)
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write JSON to a temporary file in the same folder and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(to_jsonable(payload), indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def config_hash(payload: Mapping[str, Any], config_file_list: Sequence[str] | None) -> str:
+    """Hash of a run's options: the dict plus the CONTENTS of every config file, in order."""
+    files = [file_digest(f) for f in (config_file_list or [])]
+    blob = json.dumps({"dict": to_jsonable(payload), "files": files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def absolute_files(files: Sequence[str] | None) -> list[str]:
+    out = []
+    for f in files or []:
+        path = Path(f).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {f}")
+        out.append(str(path.resolve()))
+    return out
+
+
+def resolve_data_path(
+    config_file_list: Sequence[str] | None,
+    config_dict: Mapping[str, Any] | None,
+    cli_value: str | None = None,
+) -> str:
+    """Absolute ``data_path`` with RecBole's precedence (dict > later files > earlier files).
+
+    Relative paths are taken from the current directory, as RecBole does. Ray trials and other
+    processes then see the same folder whatever their working directory is.
+    """
+    value: str | None = cli_value
+    if value is None and config_dict and config_dict.get("data_path"):
+        value = str(config_dict["data_path"])
+    if value is None:
+        for f in reversed(list(config_file_list or [])):
+            loaded = yaml.safe_load(Path(f).read_text()) or {}
+            if isinstance(loaded, dict) and loaded.get("data_path"):
+                value = str(loaded["data_path"])
+                break
+    if value is None:
+        value = DEFAULT_DATA_PATH
+    return str(Path(value).expanduser().resolve())
+
+
+def read_option(
+    key: str,
+    config_file_list: Sequence[str] | None,
+    config_dict: Mapping[str, Any] | None,
+    default: Any = None,
+) -> Any:
+    """Value of ``key`` as RecBole would resolve it from the files and dict (not the defaults)."""
+    if config_dict and key in config_dict:
+        return config_dict[key]
+    for f in reversed(list(config_file_list or [])):
+        loaded = yaml.safe_load(Path(f).read_text()) or {}
+        if isinstance(loaded, dict) and key in loaded:
+            return loaded[key]
+    return default
+
+
+# ---------------------------------------------------------------------------------------------
+# shared caches, prepared by the driver
+
+
+def prepare_shared(
+    model: str,
+    dataset: str,
+    data_path: str,
+    config_file_list: Sequence[str] | None,
+    config_dict: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Convert the dataset and build the LE ONCE, before any run, each under a file lock.
+
+    Two drivers started at once wait for each other here instead of converting the same files
+    at the same time. Uses the lead's ``ensure_ml100k`` and ``quick_start.ensure_le`` (the LE is
+    built from the same resolved config a run would build, so its fingerprint matches).
+
+    Returns options every run should add to its config dict: after the driver built the LE,
+    ``le_auto_build: False``, so runs only check that the LE files exist and never rebuild.
+    """
+    extra: dict[str, Any] = {}
+    Path(data_path).mkdir(parents=True, exist_ok=True)
+    base = dataset[: -len("-lea")] if dataset.endswith("-lea") else dataset
+    if base == "ml-100k":
+        try:
+            from recbole_lea.datasets.ml100k import ensure_ml100k
+        except ImportError:
+            ensure_ml100k = None  # type: ignore[assignment]
+        if ensure_ml100k is not None:
+            with FileLock(str(Path(data_path) / ".ml-100k.lock"), timeout=LOCK_TIMEOUT_S):
+                ensure_ml100k(data_path)
+    if model.endswith("_LEA"):
+        try:
+            from recbole_lea import quick_start
+        except ImportError:
+            quick_start = None  # type: ignore[assignment]
+        if quick_start is not None and hasattr(quick_start, "ensure_le"):
+            options = {"data_path": data_path, **dict(config_dict or {})}
+            if options.get("le_auto_build") is False:
+                return extra  # the user asked for existing LE files only
+            with FileLock(str(Path(data_path) / f".{base}.le.lock"), timeout=LOCK_TIMEOUT_S):
+                if hasattr(quick_start, "build_config"):
+                    config: Any = quick_start.build_config(
+                        model, dataset, list(config_file_list or []), options
+                    )
+                else:
+                    config = options
+                quick_start.ensure_le(dataset, config)
+            extra["le_auto_build"] = False
+    return extra
+
+
+# ---------------------------------------------------------------------------------------------
+# one run
+
+
+def run_one(
+    model: str,
+    dataset: str,
+    config_file_list: Sequence[str] | None,
+    config_dict: Mapping[str, Any] | None,
+    run_dir: str | Path,
+    run_fn: RunFn | None = None,
+    on_valid: ValidCallback | None = None,
+    torch_threads: int | None = 1,
+    plot: bool = True,
+    catch: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate one configuration inside ``run_dir``.
+
+    Returns a JSON-safe record: ``status`` (``ok`` / ``failed``), ``error`` (last traceback line)
+    and ``traceback``, the run result's keys, ``valid_curve`` (one entry per validation),
+    ``wall_time_s``, ``curves_png`` and ``tensorboard_dir``. With ``catch=False`` the failure
+    record is written to ``run_dir/error.json`` and the exception is raised again (Ray trials:
+    Ray then marks the trial as errored).
+    """
+    import torch
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if torch_threads:
+        torch.set_num_threads(int(torch_threads))
+    options = dict(config_dict or {})
+    # always per run: two runs started in the same second would otherwise share
+    # <checkpoint_dir>/<model>-<time>.pth
+    options["checkpoint_dir"] = str(run_dir / "saved")
+    options.setdefault("show_progress", False)
+    valid_curve: list[dict[str, Any]] = []
+
+    def callback(epoch_idx: int, valid_score: float, valid_result: Any = None) -> None:
+        result = {str(k): float(v) for k, v in dict(valid_result or {}).items()}
+        valid_curve.append(
+            {"epoch": int(epoch_idx), "valid_score": float(valid_score), "valid_result": result}
+        )
+        if on_valid is not None:
+            on_valid(int(epoch_idx), float(valid_score), result)
+
+    _reset_root_logger()
+    fn = run_fn or resolve_run_fn()
+    record: dict[str, Any] = {
+        "model": model,
+        "dataset": dataset,
+        "config_file_list": list(config_file_list or []),
+        "config_dict": dict(options),
+        "run_dir": str(run_dir),
+    }
+    start = time.perf_counter()
+    try:
+        result = fn(
+            model,
+            dataset,
+            config_file_list=list(config_file_list or []) or None,
+            config_dict=options,
+            saved=True,
+            callback_fn=callback,
+        )
+    except Exception as err:  # a crashing run is recorded, not fatal
+        record.update(
+            status="failed",
+            error=f"{type(err).__name__}: {err}".strip().splitlines()[0][:500],
+            traceback=traceback.format_exc(),
+            valid_curve=valid_curve,
+            wall_time_s=time.perf_counter() - start,
+        )
+        if not catch:
+            write_json_atomic(run_dir / "error.json", record)
+            raise
+        return to_jsonable(record)
+    record.update(
+        status="ok",
+        error="",
+        wall_time_s=time.perf_counter() - start,
+        best_valid_score=result.get("best_valid_score"),
+        valid_score_bigger=result.get("valid_score_bigger", True),
+        best_valid_result=dict(result.get("best_valid_result") or {}),
+        test_result=dict(result.get("test_result") or {}),
+        model_file=result.get("model_file"),
+        config=_config_summary(result.get("config") or {}),
+        epoch_times=[float(t) for t in result.get("epoch_times") or []],
+        train_losses=[_loss_entry(e) for e in result.get("train_losses") or []],
+        valid_curve=valid_curve,
+        tensorboard_dir=_tensorboard_dir(),
+    )
+    if plot:
+        try:
+            from recbole_lea.experiments.plots import plot_learning_curves
+
+            record["curves_png"] = str(
+                plot_learning_curves(
+                    record["train_losses"],
+                    valid_curve,
+                    run_dir / "curves.png",
+                    title=f"{model} on {dataset} (seed {record['config'].get('seed')})",
+                )
+            )
+        except Exception as err:  # a picture never fails a run
+            record["curves_png"] = f"failed: {err}"
+    return to_jsonable(record)
+
+
+def _config_summary(config: Mapping[str, Any]) -> dict[str, Any]:
+    return to_jsonable(dict(config))
+
+
+def _loss_entry(entry: Any) -> dict[str, float]:
+    if isinstance(entry, Mapping):
+        return {str(k): float(v) for k, v in entry.items()}
+    if isinstance(entry, (list, tuple)):
+        return {f"loss_{i}": float(v) for i, v in enumerate(entry)}
+    return {"loss": float(entry)}
+
+
+def _reset_root_logger() -> None:
+    """RecBole's ``init_logger`` uses ``logging.basicConfig``, a no-op once the root logger has
+    handlers: drop the previous run's handlers so each run gets its own log file."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+        try:
+            handler.close()
+        except Exception:
+            pass
+
+
+def _tensorboard_dir() -> str | None:
+    """The ``log_tensorboard/<log name>`` folder RecBole's trainer wrote (named after the log)."""
+    for handler in logging.getLogger().handlers:
+        base = getattr(handler, "baseFilename", None)
+        if base:
+            name = os.path.basename(base).split(".")[0]
+            path = Path("log_tensorboard") / name
+            return str(path.resolve())
+    return None

@@ -1,0 +1,419 @@
+"""Ray Tune sweeps over RecBole runs (Ray 2.6.3 API: ``tune.Tuner`` + ``ray.air.session``).
+
+- The search space comes from a RecBole params file (:mod:`recbole_lea.experiments.params`).
+- Each trial is one :func:`recbole_lea.experiments.runner.run_one` in the trial's own folder; it
+  reports VALIDATION metrics after every validation (``valid_score`` = RecBole's
+  ``valid_metric``, plus ``valid_<metric>`` for every metric), so ASHA can stop bad trials early.
+  Test metrics never reach Ray: each trial writes them to ``test_result.json`` in its folder and
+  the driver reads that file for the best trial only, once, at the end.
+- A trial's GPU comes from Ray (``ray.get_gpu_ids()`` -> ``gpu_id``), not from RecBole's option.
+- Shared caches (dataset conversion, the LE of ``*_LEA`` models) are prepared once by the driver
+  before any trial, under file locks; trials never rebuild them.
+- A crashing trial is recorded (status ``ERROR`` + its error) and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from recbole_lea.experiments.params import ParamSpec, grid_size, parse_params_file, to_ray_space
+from recbole_lea.experiments.runner import (
+    REPO_ROOT,
+    absolute_files,
+    prepare_shared,
+    read_option,
+    resolve_data_path,
+    run_one,
+    to_jsonable,
+    write_json_atomic,
+)
+
+DEFAULTS_FILE = REPO_ROOT / "properties" / "experiments" / "eval.yaml"
+_MAX_RAY_TMP_LEN = 36  # Ray's socket paths (<tmp>/session_<date>_<pid>/sockets/...) must fit 107
+
+
+def _import_run_fn(ref: str | None) -> Any:
+    if not ref:
+        return None
+    module, _, name = ref.partition(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def device_options(gpu_ids: Sequence[Any]) -> dict[str, Any]:
+    """RecBole device options from the GPUs Ray assigned to this trial.
+
+    Ray already restricts ``CUDA_VISIBLE_DEVICES`` of the worker to ``gpu_ids``; RecBole sets
+    ``CUDA_VISIBLE_DEVICES = gpu_id`` again, so ``gpu_id`` must be exactly those ids (never the
+    user's ``gpu_id``). No GPU: ``gpu_id = ""``, which RecBole turns into the CPU device.
+    """
+    if gpu_ids:
+        return {"use_gpu": True, "gpu_id": ",".join(str(g) for g in gpu_ids)}
+    return {"use_gpu": False, "gpu_id": ""}
+
+
+def _trial(
+    params: dict[str, Any],
+    *,
+    model: str,
+    dataset: str,
+    config_file_list: list[str],
+    base_config: dict[str, Any],
+    torch_threads: int,
+    run_fn_ref: str | None,
+) -> None:
+    """One Ray Tune trial (runs inside a Ray worker)."""
+    import ray
+    from ray.air import session
+
+    trial_dir = Path(session.get_trial_dir())
+    options = {**base_config, **params, **device_options(ray.get_gpu_ids())}
+
+    def report(epoch: int, valid_score: float, valid_result: dict[str, Any]) -> None:
+        metrics = {"epoch": epoch, "valid_score": float(valid_score)}
+        metrics.update({f"valid_{k}": float(v) for k, v in valid_result.items()})
+        session.report(metrics)
+
+    record = run_one(
+        model,
+        dataset,
+        config_file_list,
+        options,
+        run_dir=trial_dir / "run",
+        run_fn=_import_run_fn(run_fn_ref),
+        on_valid=report,
+        torch_threads=torch_threads,
+        catch=False,
+    )
+    # Test metrics stay out of Ray (no selection on them); the driver reads this file for the
+    # best trial only.
+    write_json_atomic(trial_dir / "test_result.json", record.pop("test_result", {}))
+    write_json_atomic(trial_dir / "trial_result.json", record)
+
+
+def _ray_temp_dir(output_dir: Path) -> str:
+    """Ray's temp dir inside the output dir; through a short /tmp symlink when the real path is
+    too long for Ray's unix socket names."""
+    real = output_dir / "ray_tmp"
+    real.mkdir(parents=True, exist_ok=True)
+    if len(str(real)) <= _MAX_RAY_TMP_LEN:
+        return str(real)
+    digest = hashlib.sha1(str(real).encode()).hexdigest()[:8]
+    link = Path("/tmp") / f"rlea_{digest}"
+    if link.is_symlink() and os.readlink(link) != str(real):
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(real, target_is_directory=True)
+    return str(link)
+
+
+def run_sweep(
+    model: str,
+    dataset: str,
+    params_file: str | Path,
+    config_file_list: Sequence[str] | None = None,
+    config_dict: Mapping[str, Any] | None = None,
+    output_dir: str | Path | None = None,
+    search: str = "grid",
+    num_samples: int = 1,
+    cpus_per_trial: float = 1,
+    gpus_per_trial: float = 0,
+    max_concurrent: int | None = None,
+    scheduler: str = "fifo",
+    grace_period: int = 1,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    data_path: str | None = None,
+    heatmap: tuple[str, str] = ("w_ah", "w_aq"),
+    heatmap_metric: str = "ndcg@10",
+    run_fn_ref: str | None = None,
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """Run a Ray Tune sweep and write its CSV, best config + TEST metrics and heatmap.
+
+    Returns the summary written to ``<output_dir>/best.json`` plus ``trials`` (the CSV rows).
+    """
+    import ray
+    from ray import air, tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    specs: list[ParamSpec] = parse_params_file(params_file)
+    output_dir = Path(output_dir or Path("results") / "tune" / f"{model}-{dataset}").resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files = absolute_files([str(DEFAULTS_FILE), *(config_file_list or [])])
+    base_config = dict(config_dict or {})
+    base_config["data_path"] = resolve_data_path(files, base_config, data_path)
+    bigger = bool(read_option("valid_metric_bigger", files, base_config, True))
+    mode = "max" if bigger else "min"
+    torch_threads = max(1, int(cpus_per_trial))
+
+    base_config.update(prepare_shared(model, dataset, base_config["data_path"], files, base_config))
+
+    started_ray = False
+    if not ray.is_initialized():
+        env_vars = {
+            "PYTHONPATH": os.pathsep.join(
+                p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p
+            )
+        }
+        init_kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "runtime_env": {"env_vars": env_vars},
+            "log_to_driver": verbose > 0,
+        }
+        if address:
+            init_kwargs["address"] = address
+        else:
+            init_kwargs["num_cpus"] = num_cpus
+            init_kwargs["_temp_dir"] = _ray_temp_dir(output_dir)
+        ray.init(**init_kwargs)
+        started_ray = True
+
+    if scheduler == "asha":
+        epochs = int(read_option("epochs", files, base_config, 300))
+        eval_step = max(1, int(read_option("eval_step", files, base_config, 1)))
+        # max_t one above the number of validations: ASHA stops every trial that reaches
+        # max_t AT that report, which would kill a finished run before its test evaluation.
+        sched: Any = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max(1, epochs // eval_step) + 1,
+            grace_period=grace_period,
+            reduction_factor=2,
+        )
+    elif scheduler == "fifo":
+        sched = FIFOScheduler()
+    else:
+        raise ValueError(f"scheduler must be 'asha' or 'fifo', got {scheduler!r}")
+
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _trial,
+            model=model,
+            dataset=dataset,
+            config_file_list=files,
+            base_config=base_config,
+            torch_threads=torch_threads,
+            run_fn_ref=run_fn_ref,
+        ),
+        {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
+    )
+    name = f"sweep_{time.strftime('%Y%m%d-%H%M%S')}"
+    tuner = tune.Tuner(
+        trainable,
+        param_space=to_ray_space(specs, search),
+        tune_config=tune.TuneConfig(
+            metric="valid_score",
+            mode=mode,
+            num_samples=num_samples,
+            scheduler=sched,
+            max_concurrent_trials=max_concurrent,
+            trial_dirname_creator=_trial_dirname,
+            chdir_to_trial_dir=False,
+        ),
+        run_config=air.RunConfig(
+            name=name,
+            storage_path=str(output_dir / "ray_results"),
+            failure_config=air.FailureConfig(max_failures=0, fail_fast=False),
+            verbose=verbose,
+        ),
+    )
+    start = time.perf_counter()
+    try:
+        grid = tuner.fit()
+        wall = time.perf_counter() - start
+        rows = [_trial_row(result, specs, bigger) for result in grid]
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+    return _summarise(
+        rows=rows,
+        specs=specs,
+        output_dir=output_dir,
+        model=model,
+        dataset=dataset,
+        base_config=base_config,
+        files=files,
+        bigger=bigger,
+        wall=wall,
+        search=search,
+        scheduler=scheduler,
+        heatmap=heatmap,
+        heatmap_metric=heatmap_metric,
+        experiment_dir=str(output_dir / "ray_results" / name),
+    )
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _trial_row(result: Any, specs: list[ParamSpec], bigger: bool) -> dict[str, Any]:
+    """One CSV row: params, status, best VALIDATION metrics, timings, error."""
+    trial_dir = Path(result.log_dir) if result.log_dir else None
+    params = result.config or (_read_json(trial_dir / "params.json") if trial_dir else None) or {}
+    row: dict[str, Any] = {"trial_dir": str(trial_dir) if trial_dir else ""}
+    for spec in specs:
+        row[spec.name] = params.get(spec.name)
+    record = _read_json(trial_dir / "trial_result.json") if trial_dir else None
+    error_record = _read_json(trial_dir / "error.json") if trial_dir else None
+    frame = result.metrics_dataframe
+    reports = 0 if frame is None else len(frame)
+    row["epochs_reported"] = reports
+    if record is not None:
+        row["status"] = "OK"
+        row["error"] = ""
+        row["valid_score"] = record.get("best_valid_score")
+        for key, value in (record.get("best_valid_result") or {}).items():
+            row[f"valid_{key}"] = value
+        times = record.get("epoch_times") or []
+        row["epochs_trained"] = len(times)
+        row["mean_epoch_time_s"] = sum(times) / len(times) if times else None
+        row["wall_time_s"] = record.get("wall_time_s")
+    else:
+        if result.error is not None or error_record is not None:
+            row["status"] = "ERROR"
+            message = (error_record or {}).get("error") or str(result.error)
+            row["error"] = message.strip().splitlines()[-1][:500] if message else "unknown"
+        else:
+            row["status"] = "STOPPED_EARLY"
+            row["error"] = ""
+        if frame is not None and reports and "valid_score" in frame:
+            best = frame["valid_score"].idxmax() if bigger else frame["valid_score"].idxmin()
+            row["valid_score"] = float(frame.loc[best, "valid_score"])
+            for column in frame.columns:
+                if column.startswith("valid_") and column != "valid_score":
+                    row[column] = float(frame.loc[best, column])
+    return row
+
+
+def _summarise(
+    *,
+    rows: list[dict[str, Any]],
+    specs: list[ParamSpec],
+    output_dir: Path,
+    model: str,
+    dataset: str,
+    base_config: dict[str, Any],
+    files: list[str],
+    bigger: bool,
+    wall: float,
+    search: str,
+    scheduler: str,
+    heatmap: tuple[str, str],
+    heatmap_metric: str,
+    experiment_dir: str,
+) -> dict[str, Any]:
+    from recbole_lea.experiments.plots import plot_heatmap
+
+    param_names = [s.name for s in specs]
+    _write_rows_csv(output_dir / "trials.csv", rows, first=["status", *param_names])
+
+    finished = [
+        r for r in rows if r["status"] == "OK" and _finite(r.get("valid_score"))
+    ]
+    best: dict[str, Any] | None = None
+    if finished:
+        best = (max if bigger else min)(finished, key=lambda r: float(r["valid_score"]))
+    summary: dict[str, Any] = {
+        "model": model,
+        "dataset": dataset,
+        "search": search,
+        "scheduler": scheduler,
+        "grid_points": grid_size(specs),
+        "n_trials": len(rows),
+        "n_ok": sum(r["status"] == "OK" for r in rows),
+        "n_error": sum(r["status"] == "ERROR" for r in rows),
+        "n_stopped_early": sum(r["status"] == "STOPPED_EARLY" for r in rows),
+        "wall_time_s": wall,
+        "config_file_list": files,
+        "base_config": base_config,
+        "experiment_dir": experiment_dir,
+        "trials_csv": str(output_dir / "trials.csv"),
+        "selection": "best validation score among finished trials (valid_metric of the config)",
+    }
+    if best is not None:
+        best_dir = Path(best["trial_dir"])
+        summary["best_params"] = {name: best.get(name) for name in param_names}
+        summary["best_valid_score"] = best["valid_score"]
+        summary["best_valid_result"] = {
+            k[len("valid_") :]: v for k, v in best.items() if k.startswith("valid_") and k != "valid_score"
+        }
+        summary["best_test_result"] = _read_json(best_dir / "test_result.json")
+        summary["best_trial_dir"] = str(best_dir)
+        summary["best_config_dict"] = {**base_config, **summary["best_params"]}
+    else:
+        summary["best_params"] = None
+    x_key, y_key = heatmap
+    if x_key in param_names and y_key in param_names:
+        column = f"valid_{heatmap_metric}"
+        if not any(column in r for r in rows):
+            column = "valid_score"
+        path = plot_heatmap(
+            rows,
+            x_key,
+            y_key,
+            column,
+            output_dir / f"heatmap_{x_key}_{y_key}.png",
+            title=f"{model} on {dataset}: validation {column[len('valid_'):]} (best epoch)",
+        )
+        summary["heatmap_png"] = str(path) if path else None
+    write_json_atomic(output_dir / "best.json", summary)
+    summary["trials"] = rows
+    return to_jsonable(summary)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _write_rows_csv(path: Path, rows: list[dict[str, Any]], first: list[str]) -> None:
+    columns: list[str] = []
+    for key in first:
+        if key not in columns:
+            columns.append(key)
+    tail = ["valid_score"]
+    for row in rows:
+        for key in row:
+            if key.startswith("valid_") and key not in tail:
+                tail.append(key)
+    for key in tail:
+        if key not in columns:
+            columns.append(key)
+    for row in rows:
+        for key in row:
+            if key not in columns and key not in ("error", "trial_dir"):
+                columns.append(key)
+    columns += ["error", "trial_dir"]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+    os.replace(tmp, path)
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(to_jsonable(value))
+    return value
