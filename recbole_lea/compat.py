@@ -111,6 +111,8 @@ class CompatTrainerMixin:
             train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
         )
         self.epoch_times.append(time.perf_counter() - start)
+        total = sum(loss) if isinstance(loss, tuple) else loss
+        self.loss_history.append({"loss": float(total) / max(len(train_data), 1)})
         return loss
 
     @property
@@ -118,6 +120,13 @@ class CompatTrainerMixin:
         if "_epoch_times" not in self.__dict__:
             self.__dict__["_epoch_times"] = []
         return self.__dict__["_epoch_times"]
+
+    @property
+    def loss_history(self) -> list[dict[str, float]]:
+        """Per epoch: mean training loss per batch, plus each named term for our RL models."""
+        if "_loss_history" not in self.__dict__:
+            self.__dict__["_loss_history"] = []
+        return self.__dict__["_loss_history"]
 
     @property
     def valid_history(self) -> list[dict]:

@@ -169,6 +169,12 @@ def build_config(
             except ValueError as e:
                 raise ConfigError(str(e)) from None
 
+    if is_lea_model(model) and merged.get("eval_protocol") == "sequence":
+        raise ConfigError(
+            "Option `eval_protocol: sequence` is not supported for *_LEA models yet: the LE is built "
+            "from the leave-one-out training rows, so sequences held out by the sequence split would "
+            "leak into LE training. Use eval_protocol=loo for LEA runs."
+        )
     data_path = str(merged.get("data_path") or "atomic_datasets/")
     run_dataset = dataset
     if is_lea_model(model):
@@ -278,7 +284,7 @@ def run_recbole_lea(
         "model_file": trainer.saved_model_file if saved else None,
         "config": {k: v for k, v in config.final_config_dict.items() if _plain(v)},
         "epoch_times": list(trainer.epoch_times),
-        "train_losses": list(getattr(trainer, "loss_history", [])),
+        "train_losses": list(trainer.loss_history),
         "valid_history": list(trainer.valid_history),
         "wall_time": time.perf_counter() - start,
     }

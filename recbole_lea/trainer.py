@@ -59,10 +59,6 @@ class PhasedOptimizer:
 class RLTrainer(CompatTrainerMixin, Trainer):
     """RecBole trainer for :class:`recbole_lea.model.rl_base.DoubleQRecommender` models."""
 
-    def __init__(self, config, model) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(config, model)
-        self.loss_history: list[dict[str, float]] = []
-
     def _build_optimizer(self, **kwargs: Any) -> PhasedOptimizer:  # type: ignore[override]
         first = super()._build_optimizer(**kwargs)
         second = None
@@ -76,7 +72,7 @@ class RLTrainer(CompatTrainerMixin, Trainer):
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         terms = self.model.pop_loss_terms()
         terms["phase"] = 2.0 if self.model.in_phase_two() else 1.0
-        self.loss_history.append(terms)
+        self.loss_history[-1].update(terms)
         self.logger.info(
             f"epoch {epoch_idx} loss terms: " + ", ".join(f"{k}={v:.4f}" for k, v in terms.items())
         )

@@ -93,3 +93,8 @@ def test_cli_parses_overrides() -> None:
     }
     with pytest.raises(SystemExit):
         parse_overrides(["stray"])
+
+
+def test_lea_with_sequence_protocol_refused(tiny_config: dict) -> None:
+    with pytest.raises(ConfigError, match="eval_protocol"):
+        build_config("SA2C_LEA", "tiny", config_dict=dict(tiny_config, eval_protocol="sequence"))

@@ -54,6 +54,7 @@ def test_lea_variant_one_epoch(model: str, variant: str, backbone: str, tiny_con
 def test_builtin_runs_through_same_entry(tiny_config: dict) -> None:
     result = run_recbole_lea("GRU4Rec", "tiny", config_dict=tiny_config, saved=False)
     assert "ndcg@10" in result["test_result"]
+    assert result["train_losses"][0]["loss"] > 0
 
 
 def test_training_row_mask_matches_recbole_split(tiny_root, tiny_config: dict) -> None:

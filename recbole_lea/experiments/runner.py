@@ -32,89 +32,10 @@ LOCK_TIMEOUT_S = 6 * 3600
 
 
 def resolve_run_fn() -> RunFn:
-    """``recbole_lea.quick_start.run_recbole_lea``; a RecBole-only stand-in while it is missing.
+    """The run function every experiment uses: :func:`recbole_lea.quick_start.run_recbole_lea`."""
+    from recbole_lea.quick_start import run_recbole_lea
 
-    Only a missing module falls back (with a warning); any other import error is raised, so a
-    broken quick_start is never hidden.
-    """
-    try:
-        from recbole_lea.quick_start import run_recbole_lea
-    except ModuleNotFoundError as err:
-        if err.name not in ("recbole_lea.quick_start",):
-            raise
-        logging.getLogger(__name__).warning(
-            "recbole_lea.quick_start is missing: using the RecBole-only fallback runner"
-        )
-        return fallback_run_recbole
     return run_recbole_lea
-
-
-def fallback_run_recbole(
-    model: str,
-    dataset: str,
-    config_file_list: list[str] | None = None,
-    config_dict: dict[str, Any] | None = None,
-    saved: bool = True,
-    callback_fn: ValidCallback | None = None,
-) -> dict[str, Any]:
-    """``run_recbole_lea``'s contract for RecBole built-in models only (development stand-in)."""
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_logger, init_seed
-
-    config = Config(
-        model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
-    )
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    data = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, data)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-
-    epoch_times: list[float] = []
-    train_losses: list[dict[str, float]] = []
-    original = trainer._train_epoch
-
-    def timed_epoch(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        loss = original(*args, **kwargs)
-        epoch_times.append(time.perf_counter() - start)
-        if isinstance(loss, tuple):
-            train_losses.append({f"loss_{i}": float(v) for i, v in enumerate(loss)})
-        else:
-            train_losses.append({"loss": float(loss)})
-        return loss
-
-    trainer._train_epoch = timed_epoch  # type: ignore[method-assign]
-
-    def on_valid(epoch_idx: int, valid_score: float) -> None:
-        if callback_fn is not None:
-            callback_fn(epoch_idx, valid_score, dict(trainer.valid_result_last))
-
-    original_valid = trainer._valid_epoch
-
-    def valid_epoch(*args: Any, **kwargs: Any) -> Any:
-        score, result = original_valid(*args, **kwargs)
-        trainer.valid_result_last = result
-        return score, result
-
-    trainer._valid_epoch = valid_epoch  # type: ignore[method-assign]
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=False, callback_fn=on_valid
-    )
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=False)
-    return {
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-        "model_file": trainer.saved_model_file if saved else None,
-        "config": dict(config.final_config_dict),
-        "epoch_times": epoch_times,
-        "train_losses": train_losses,
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,31 +156,20 @@ def prepare_shared(
     Path(data_path).mkdir(parents=True, exist_ok=True)
     base = dataset[: -len("-lea")] if dataset.endswith("-lea") else dataset
     if base == "ml-100k":
-        try:
-            from recbole_lea.datasets.ml100k import ensure_ml100k
-        except ImportError:
-            ensure_ml100k = None  # type: ignore[assignment]
-        if ensure_ml100k is not None:
-            with FileLock(str(Path(data_path) / ".ml-100k.lock"), timeout=LOCK_TIMEOUT_S):
-                ensure_ml100k(data_path)
+        from recbole_lea.datasets.ml100k import ensure_ml100k
+
+        with FileLock(str(Path(data_path) / ".ml-100k.lock"), timeout=LOCK_TIMEOUT_S):
+            ensure_ml100k(data_path)
     if model.endswith("_LEA"):
-        try:
-            from recbole_lea import quick_start
-        except ImportError:
-            quick_start = None  # type: ignore[assignment]
-        if quick_start is not None and hasattr(quick_start, "ensure_le"):
-            options = {"data_path": data_path, **dict(config_dict or {})}
-            if options.get("le_auto_build") is False:
-                return extra  # the user asked for existing LE files only
-            with FileLock(str(Path(data_path) / f".{base}.le.lock"), timeout=LOCK_TIMEOUT_S):
-                if hasattr(quick_start, "build_config"):
-                    config: Any = quick_start.build_config(
-                        model, dataset, list(config_file_list or []), options
-                    )
-                else:
-                    config = options
-                quick_start.ensure_le(dataset, config)
-            extra["le_auto_build"] = False
+        from recbole_lea import quick_start
+
+        options = {"data_path": data_path, **dict(config_dict or {})}
+        if options.get("le_auto_build") is False:
+            return extra  # the user asked for existing LE files only
+        with FileLock(str(Path(data_path) / f".{base}.le.lock"), timeout=LOCK_TIMEOUT_S):
+            config = quick_start.build_config(model, dataset, list(config_file_list or []), options)
+            quick_start.ensure_le(dataset, config)
+        extra["le_auto_build"] = False
     return extra
 
 
