@@ -10,33 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
-import yaml
-
-
-def parse_overrides(tokens: list[str]) -> dict[str, Any]:
-    """``['--epochs=5', '--backbone', 'GRU4Rec']`` -> ``{'epochs': 5, 'backbone': 'GRU4Rec'}``."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if not tok.startswith("--") or tok == "--":
-            raise SystemExit(f"error: unexpected argument {tok!r}; options look like --key=value.")
-        key, eq, value = tok[2:].partition("=")
-        if not eq:
-            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-                value = tokens[i + 1]
-                i += 1
-            else:
-                value = "true"
-        try:
-            out[key.replace("-", "_")] = yaml.safe_load(value) if value != "" else None
-        except yaml.YAMLError:
-            out[key.replace("-", "_")] = value
-        i += 1
-    return out
-
+from recbole_lea.cli import parse_overrides
 
 # ---------------------------------------------------------------------------------------------
 # run_hyper_lea.py
