@@ -199,3 +199,12 @@ def test_save_reload_gives_identical_scores(name: str, tiny_config: dict) -> Non
         _, served, ds, _, _, base_test = load_for_serving(result["model_file"])
         assert not any(f.startswith("le_") for f in ds.field2type)
         assert torch.equal(scores, _test_scores(served, base_test))
+
+
+def test_target_values_read_at_argmax_equal_full_product(tiny_config: dict) -> None:
+    _, model, batch, _, _ = _model_and_batch("SA2C_LEA", dict(tiny_config, variant="LES"))
+    net = model.nets[1]
+    state = torch.randn(7, net.q_head.in_features)
+    actions = torch.randint(0, model.n_items, (7,))
+    full = net.q_head(state).gather(1, actions.unsqueeze(1)).squeeze(1)
+    assert torch.allclose(model._q_at(net.q_head, state, actions), full, atol=1e-5)

@@ -230,6 +230,11 @@ class DoubleQRecommender(SequentialRecommender):
             return le_state  # [B d]
         return torch.cat([h, le_state], dim=-1)  # [B H+d]
 
+    @staticmethod
+    def _q_at(head: nn.Linear, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``head(state)[i, actions[i]]`` without the full product over all items, [B]."""
+        return (state * head.weight[actions]).sum(-1) + head.bias[actions]
+
     def _reward(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(raw) if self.reward_transform == "sigmoid" else raw
 
@@ -290,12 +295,12 @@ class DoubleQRecommender(SequentialRecommender):
         # TD targets (double Q-learning; the target network runs with dropout on, as upstream)
         with torch.no_grad():
             q_next_main = main.q_head(self._q_state(main.encoder(next_seq, next_len), le_next_state))
-            # the target network sees current and next states in one batch of 2B
+            # The target network is read only at the main network's argmax actions, so it needs no
+            # full [B N] product: current and next states in one batch of 2B, then one row each.
             h_tgt = target.encoder(torch.cat([item_seq, next_seq]), torch.cat([item_seq_len, next_len]))
             le_both = None if le_state is None else torch.cat([le_state, le_next_state])  # type: ignore[list-item]
-            q_cur_tgt, q_next_tgt = target.q_head(self._q_state(h_tgt, le_both)).split(B)  # [B N] x 2
-            v_next = q_next_tgt.gather(1, q_next_main.argmax(1, keepdim=True)).squeeze(1)  # [B]
-            v_cur = q_cur_tgt.gather(1, q.detach().argmax(1, keepdim=True)).squeeze(1)  # [B]
+            actions = torch.cat([q.detach().argmax(1), q_next_main.argmax(1)])  # [2B]
+            v_cur, v_next = self._q_at(target.q_head, self._q_state(h_tgt, le_both), actions).split(B)  # [B] x 2
             y_pos = r_pos + self.gamma * (1.0 - done) * v_next  # [B]
             y_neg = r_neg + self.gamma * v_cur.unsqueeze(1)  # [B K]
 
