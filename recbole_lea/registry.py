@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from recbole.utils import ModelType
@@ -85,7 +85,7 @@ def get_model(model_name: str) -> type:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compat_trainer(base: type) -> type:
     return type(base.__name__, (CompatTrainerMixin, base), {"__module__": __name__})
 
