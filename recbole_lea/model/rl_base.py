@@ -22,6 +22,8 @@ Per training step (CleanRL style: targets under ``torch.no_grad()``, every term 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -122,6 +124,7 @@ class DoubleQRecommender(SequentialRecommender):
         self.reward_click: float = float(config["reward_click"])
         self.reward_negative: float = float(config["reward_negative"])
         self.use_done: bool = bool(config["use_done"])
+        self.target_dropout: bool = bool(config["target_dropout"])
         self.switch_step: int | None = (
             int(config["switch_step"]) if self.framework == "SA2C" else None
         )
@@ -230,6 +233,18 @@ class DoubleQRecommender(SequentialRecommender):
             return le_state  # [B d]
         return torch.cat([h, le_state], dim=-1)  # [B H+d]
 
+    @contextmanager
+    def _dropout(self, enabled: bool) -> Iterator[None]:
+        """Run the networks with dropout on (training mode) or off for the block."""
+        was_training = self.training
+        for net in self.nets:
+            net.train(was_training and enabled)
+        try:
+            yield
+        finally:
+            for net in self.nets:
+                net.train(was_training)
+
     @staticmethod
     def _q_at(head: nn.Linear, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``head(state)[i, actions[i]]`` without the full product over all items, [B]."""
@@ -292,8 +307,8 @@ class DoubleQRecommender(SequentialRecommender):
         q = main.q_head(self._q_state(h, le_state))  # [B N]
         next_seq, next_len = self._next_sequence(item_seq, item_seq_len, pos)
 
-        # TD targets (double Q-learning; the target network runs with dropout on, as upstream)
-        with torch.no_grad():
+        # TD targets (double Q-learning); dropout in these passes only with `target_dropout`
+        with torch.no_grad(), self._dropout(self.target_dropout):
             q_next_main = main.q_head(self._q_state(main.encoder(next_seq, next_len), le_next_state))
             # The target network is read only at the main network's argmax actions, so it needs no
             # full [B N] product: current and next states in one batch of 2B, then one row each.

@@ -11,7 +11,7 @@ Reference code:
 
 NOTE:
     Matches the original on: two complete networks swapped by a fair coin each step (no lagged
-    target copy), targets computed with dropout on, double Q-learning with 0.5 * TD^2,
+    target copy), double Q-learning with 0.5 * TD^2,
     ``neg_num`` uniform negatives resampled only where equal to the positive, each negative
     bootstrapping from the CURRENT state, ``gamma`` 0.5, reward ``reward_click`` (1.0: one
     behaviour) and ``reward_negative`` 0.0, ``done`` zeroing the positive bootstrap, loss
@@ -27,7 +27,10 @@ NOTE:
     3. The main network's Q-values on the current state (with grad) are reused, detached, as
        the argmax selector of the negative targets; upstream ran that network a second time
        (another dropout mask).
-    4. Ranking uses network 1's supervised head (``predict``/``full_sort_predict``); both
+    4. The no-grad target passes run with dropout OFF by default (``target_dropout: False``);
+       upstream ran them with dropout on (``target_dropout: True`` restores that). On a CPU,
+       dropout masks of the three extra passes were 28% of an SA2C(SASRec) step on ml-100k.
+    5. Ranking uses network 1's supervised head (``predict``/``full_sort_predict``); both
        networks are trained equally often.
 """
 
