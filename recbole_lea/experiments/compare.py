@@ -35,9 +35,11 @@ from recbole_lea.experiments.runner import (
     RunFn,
     absolute_files,
     config_hash,
+    file_digest,
     prepare_shared,
     resolve_data_path,
     run_one,
+    source_digest,
     write_json_atomic,
 )
 
@@ -107,8 +109,14 @@ def run_key(
     config_file_list: Sequence[str],
     config_dict: Mapping[str, Any],
 ) -> str:
-    """``<spec slug>__seed<seed>__<hash of everything that changes the result>``."""
+    """``<spec slug>__seed<seed>__<hash of everything that changes the result>``: the options,
+    the contents of the given and of the default config files (``properties/``), and the source
+    of the models, trainer and dataset code, so a changed default or model reruns."""
+    from recbole_lea.quick_start import default_config_files
+
     payload = {
+        "defaults": [file_digest(f) for f in default_config_files(spec.model, dataset)],
+        "code": source_digest(),
         "schema": RESULT_SCHEMA,
         "model": spec.model,
         "overrides": spec.overrides,

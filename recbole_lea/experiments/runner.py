@@ -75,6 +75,17 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def source_digest() -> str:
+    """Digest of the code that decides a run's numbers: models, trainer, RL dataset."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "model").glob("*.py")) + [root / "trainer.py", root / "data" / "dataset.py"]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def config_hash(payload: Mapping[str, Any], config_file_list: Sequence[str] | None) -> str:
     """Hash of a run's options: the dict plus the CONTENTS of every config file, in order."""
     files = [file_digest(f) for f in (config_file_list or [])]
