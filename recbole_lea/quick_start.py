@@ -15,6 +15,7 @@ from logging import getLogger
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from recbole_lea import compat, registry
@@ -248,6 +249,8 @@ def run_recbole_lea(
         else:
             ensure_le(dataset, pre)
     config = build_config(model, dataset, config_file_list, config_dict)
+    if config["torch_threads"]:
+        torch.set_num_threads(int(config["torch_threads"]))
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
