@@ -17,7 +17,7 @@ Per training step (CleanRL style: targets under ``torch.no_grad()``, every term 
 4. supervised CE on the true next item; SA2C after ``switch_step`` weights it by the advantage
    ``sg(Q(s,a)) - mean(sg(Q(s, {a} + negatives)))`` clipped to [0, 10] (Eq. 11 with one negative);
 5. LEA: ``w_ah`` * CE on the LE's augmented action (Eq. 13) and ``w_aq`` * its TD loss with the
-   next state (Eq. 14), over the rows that have one.
+   next state (Eq. 14), summed over the rows that have one and divided by the batch size.
 """
 
 from __future__ import annotations
@@ -338,7 +338,9 @@ class DoubleQRecommender(SequentialRecommender):
         if self.flags.aug_sv or self.flags.aug_q:
             aug = interaction["le_aug_id"]  # [B]
             mask = interaction["le_aug_mask"] * interaction["le_train"]  # [B]
-            n_aug = mask.sum().clamp(min=1.0)
+            # mean over the batch, as if every row were augmented (Eq. 15): an augmented label
+            # weighs w_ah relative to a true one whatever share of rows is augmented
+            n_aug = float(B)
             if self.flags.aug_sv:
                 ce_aug = F.cross_entropy(logits, aug, reduction="none")  # [B]
                 terms["aug_sv"] = self.w_ah * (ce_aug * mask).sum() / n_aug
