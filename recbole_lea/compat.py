@@ -12,6 +12,7 @@ when :mod:`recbole_lea` is imported. Version pins that cannot be shimmed live in
 from __future__ import annotations
 
 import importlib
+import time
 from typing import Any
 
 import torch
@@ -64,10 +65,15 @@ class CompatTrainerMixin:
     - ``evaluate(load_best_model=True)`` and ``resume_checkpoint`` call bare ``torch.load``,
       which fails on torch>=2.6 (weights_only default, see :func:`torch_load`).
     - RecBole's ``fit(callback_fn=...)`` passes only the score; the last validation result and
-      each epoch's wall time are kept here for Ray Tune reports and benchmarks.
+      each epoch's wall time and mean loss are kept here for Ray Tune reports and benchmarks.
     """
 
-    last_valid_result: dict | None = None
+    def __init__(self, config, model) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config, model)  # type: ignore[call-arg]
+        self.epoch_times: list[float] = []  # wall seconds of each training epoch
+        self.valid_history: list[dict] = []  # every validation result, in order
+        #: per epoch: mean training loss per batch, plus each named term for our RL models
+        self.loss_history: list[dict[str, float]] = []
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):  # type: ignore[no-untyped-def]
         if load_best_model and eval_data:
@@ -99,13 +105,10 @@ class CompatTrainerMixin:
 
     def _valid_epoch(self, valid_data, show_progress=False):  # type: ignore[no-untyped-def]
         score, result = super()._valid_epoch(valid_data, show_progress=show_progress)  # type: ignore[misc]
-        self.last_valid_result = dict(result)
         self.valid_history.append(dict(result))
         return score, result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):  # type: ignore[no-untyped-def]
-        import time
-
         start = time.perf_counter()
         loss = super()._train_epoch(  # type: ignore[misc]
             train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
@@ -114,22 +117,3 @@ class CompatTrainerMixin:
         total = sum(loss) if isinstance(loss, tuple) else loss
         self.loss_history.append({"loss": float(total) / max(len(train_data), 1)})
         return loss
-
-    @property
-    def epoch_times(self) -> list[float]:
-        if "_epoch_times" not in self.__dict__:
-            self.__dict__["_epoch_times"] = []
-        return self.__dict__["_epoch_times"]
-
-    @property
-    def loss_history(self) -> list[dict[str, float]]:
-        """Per epoch: mean training loss per batch, plus each named term for our RL models."""
-        if "_loss_history" not in self.__dict__:
-            self.__dict__["_loss_history"] = []
-        return self.__dict__["_loss_history"]
-
-    @property
-    def valid_history(self) -> list[dict]:
-        if "_valid_history" not in self.__dict__:
-            self.__dict__["_valid_history"] = []
-        return self.__dict__["_valid_history"]

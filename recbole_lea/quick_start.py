@@ -269,7 +269,7 @@ def run_recbole_lea(
     if callback_fn is not None:
 
         def cb(epoch_idx: int, valid_score: float) -> None:
-            callback_fn(epoch_idx, valid_score, dict(trainer.last_valid_result or {}))
+            callback_fn(epoch_idx, valid_score, dict(trainer.valid_history[-1]))
 
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
