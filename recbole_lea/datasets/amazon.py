@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from recbole_lea.datasets.common import (
+    BadLines,
     ConvertOptions,
     EventBuffer,
     Progress,
@@ -73,13 +76,14 @@ def _as_time(value: object) -> float | None:
     return None
 
 
-def read_reviews(path: str, opts: ConvertOptions, report: ConversionReport) -> EventBuffer:
-    """Stream the review file into compact arrays; malformed lines are counted."""
-    buf = EventBuffer()
-    bad = opts.bad_lines(path)
+def _json_lines(
+    path: str, what: str, option: str, bad: BadLines, label: str, progress: bool
+) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed JSON)`` of each line under a progress bar; malformed JSON is
+    counted in ``bad`` and skipped, and ``bad.lines_read`` ends at the last line read."""
     last = 0
-    with Progress("reviews", opts.progress) as bar:
-        for number, line in iter_lines(path, "Amazon review file", "--reviews"):
+    with Progress(label, progress) as bar:
+        for number, line in iter_lines(path, what, option):
             last = number
             bar.tick()
             try:
@@ -87,22 +91,30 @@ def read_reviews(path: str, opts: ConvertOptions, report: ConversionReport) -> E
             except ValueError as exc:
                 bad.add(number, str(exc))
                 continue
-            if not isinstance(obj, dict):
-                bad.add(number, "not a JSON object")
-                continue
-            user, item = obj.get("reviewerID"), obj.get("asin")
-            if not isinstance(user, (str, int)) or isinstance(user, bool) or str(user).strip() == "":
-                bad.add(number, "missing or empty field 'reviewerID'")
-                continue
-            if not isinstance(item, (str, int)) or isinstance(item, bool) or str(item).strip() == "":
-                bad.add(number, "missing or empty field 'asin'")
-                continue
-            time = _as_time(obj.get("unixReviewTime"))
-            if time is None:
-                bad.add(number, f"field 'unixReviewTime' is not a number: {str(obj.get('unixReviewTime'))[:40]!r}")
-                continue
-            buf.add(str(user), str(item), time)
+            yield number, obj
     bad.lines_read = max(bad.lines_read, last)
+
+
+def read_reviews(path: str, opts: ConvertOptions, report: ConversionReport) -> EventBuffer:
+    """Stream the review file into compact arrays; malformed lines are counted."""
+    buf = EventBuffer()
+    bad = opts.bad_lines(path)
+    for number, obj in _json_lines(path, "Amazon review file", "--reviews", bad, "reviews", opts.progress):
+        if not isinstance(obj, dict):
+            bad.add(number, "not a JSON object")
+            continue
+        user, item = obj.get("reviewerID"), obj.get("asin")
+        if not isinstance(user, (str, int)) or isinstance(user, bool) or str(user).strip() == "":
+            bad.add(number, "missing or empty field 'reviewerID'")
+            continue
+        if not isinstance(item, (str, int)) or isinstance(item, bool) or str(item).strip() == "":
+            bad.add(number, "missing or empty field 'asin'")
+            continue
+        time = _as_time(obj.get("unixReviewTime"))
+        if time is None:
+            bad.add(number, f"field 'unixReviewTime' is not a number: {str(obj.get('unixReviewTime'))[:40]!r}")
+            continue
+        buf.add(str(user), str(item), time)
     report.add_file("reviews", bad)
     bad.check()
     return buf
@@ -122,33 +134,24 @@ def read_meta(
     """Text of the wanted items (codes of ``buf.items_map``) from the metadata file."""
     texts: dict[int, list[object]] = {}
     bad = opts.bad_lines(path)
-    last = dup = other = 0
-    with Progress("metadata", opts.progress) as bar:
-        for number, line in iter_lines(path, "Amazon metadata file", "--meta"):
-            last = number
-            bar.tick()
-            try:
-                obj = loads_json_line(line)
-            except ValueError as exc:
-                bad.add(number, str(exc))
-                continue
-            if not isinstance(obj, dict) or not isinstance(obj.get("asin"), (str, int)):
-                bad.add(number, "missing field 'asin'")
-                continue
-            code = buf.items_map.get(str(obj["asin"]))
-            if code is None or not wanted[code]:
-                other += 1
-                continue
-            if code in texts:
-                dup += 1
-                continue
-            texts[code] = [
-                strip_html(_join(obj.get("title"), " ")),
-                strip_html(_join(obj.get("category"), ", ")),
-                strip_html(_join(obj.get("brand"), " ")),
-                strip_html(_join(obj.get("description"), " ")),
-            ]
-    bad.lines_read = max(bad.lines_read, last)
+    dup = other = 0
+    for number, obj in _json_lines(path, "Amazon metadata file", "--meta", bad, "metadata", opts.progress):
+        if not isinstance(obj, dict) or not isinstance(obj.get("asin"), (str, int)):
+            bad.add(number, "missing field 'asin'")
+            continue
+        code = buf.items_map.get(str(obj["asin"]))
+        if code is None or not wanted[code]:
+            other += 1
+            continue
+        if code in texts:
+            dup += 1
+            continue
+        texts[code] = [
+            strip_html(_join(obj.get("title"), " ")),
+            strip_html(_join(obj.get("category"), ", ")),
+            strip_html(_join(obj.get("brand"), " ")),
+            strip_html(_join(obj.get("description"), " ")),
+        ]
     report.add_file("metadata", bad)
     bad.check()
     report.set("metadata_rows_of_other_items", other)
