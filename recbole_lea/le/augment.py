@@ -1,6 +1,7 @@
 """Augmentation candidates (paper 3.4): the top-k of a backbone after an "early training stage".
 
-RecBole's own built-in model (SASRec by default) is trained for a few epochs through RecBole's
+RecBole's own built-in model (SASRec by default, with the recommenders' sizes: history 10, one
+block, 64 units; `le_aug_backbone_config` overrides them) is trained for a few epochs through RecBole's
 create_dataset / data_preparation / Trainer on the base dataset (train split only), then every
 training row's history is ranked over the full item set.  Items that never occur in a training
 stream are excluded from the candidates (their backbone embedding is untrained, and an item that
@@ -47,12 +48,16 @@ def _recbole_config(base: BaseData, data_path: Path, cfg: LEConfig, device: torc
         "checkpoint_dir": str(workdir / "saved"),
         "log_wandb": False,
         "state": "WARNING",
-        "MAX_ITEM_LIST_LENGTH": 50,
+        # the recommenders' own backbone sizes (properties/overall.yaml, paper 4.5): history 10,
+        # 1 block, 1 head, 64 units; RecBole's defaults (history 50, 2 blocks) cost ~5x more here
+        "MAX_ITEM_LIST_LENGTH": 10,
         "train_batch_size": 256,
         "hidden_size": 64,
-        "inner_size": 128,
-        "n_layers": 2,
-        "n_heads": 2,
+        "inner_size": 64,
+        "n_layers": 1,
+        "n_heads": 1,
+        "embedding_size": 64,
+        "num_layers": 1,
     }
     cdict.update(cfg.le_aug_backbone_config or {})
     return Config(model=cfg.le_aug_backbone, dataset=base.dataset, config_dict=cdict)
