@@ -27,13 +27,24 @@ from recbole.config import Config  # noqa: E402
 from recbole.data import data_preparation  # noqa: E402
 from recbole.utils import init_logger, init_seed  # noqa: E402
 
+from recbole_lea.model.rl_base import REWARD_TRANSFORMS  # noqa: E402
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PROPERTIES = Path(os.environ.get("RECBOLE_LEA_PROPERTIES", PACKAGE_ROOT.parent / "properties"))
 LEA_SUFFIX = "-lea"
 LE_PROFILES = ("cpu", "paper")
 EVAL_PROTOCOLS = ("loo", "sequence")
 #: ``le_*`` options read by the models, not by the LE build
-MODEL_ONLY_LE_KEYS = ("le_profile", "le_reward", "le_state", "le_reward_transform", "le_auto_build", "le_serving")
+MODEL_ONLY_LE_KEYS = (
+    "le_profile",
+    "le_reward",
+    "le_state",
+    "le_reward_transform",
+    "le_reward_scale",
+    "le_state_norm",
+    "le_auto_build",
+    "le_serving",
+)
 
 
 # ---------------------------------------------------------------------------- config
@@ -162,6 +173,7 @@ def build_config(
     _check_choice(merged, "backbone", ("SASRec", "GRU4Rec"))
     _check_choice(merged, "eval_protocol", EVAL_PROTOCOLS)
     _check_choice(merged, "le_profile", LE_PROFILES)
+    _check_choice(merged, "le_reward_transform", REWARD_TRANSFORMS)
     if merged.get("variant") is not None and registry.is_plugin_model(model) and is_lea_model(model):
         from recbole_lea.model.rl_base import resolve_variant
 

@@ -176,6 +176,25 @@ def test_le_state_reaches_q_head_not_ranking(tiny_config: dict) -> None:
     assert not torch.allclose(q1, q2)
 
 
+def test_shaped_reward_and_state_norm_use_training_rows(tiny_config: dict) -> None:
+    _, model, batch, train, _ = _model_and_batch("SNQN_LEA", dict(tiny_config, variant="LESR", le_reward_scale=0.5))
+    inter = train._dataset.inter_feat
+    rows = inter["le_train"] > 0
+    raw = torch.cat([inter["le_reward"][rows], inter["le_neg_reward"][rows]]).double()
+    assert float(model.le_reward_stats[0]) == pytest.approx(float(raw.mean()), rel=1e-5)
+    assert float(model.le_reward_stats[1]) == pytest.approx(float(raw.std()), rel=1e-5)
+    # standardised LE states have mean 0 and std 1 per dimension over the training rows
+    z = (inter["le_state"][rows] - model.le_state_mean) / model.le_state_std
+    assert torch.allclose(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4)
+    assert torch.allclose(z.std(0), torch.ones(z.shape[1]), atol=1e-4)
+    # shaped rewards: the behaviour reward moved by le_reward_scale per std of the LE score
+    pos = model._reward(batch["le_reward"], 1.0)
+    mean, std = model.le_reward_stats
+    assert torch.allclose(pos, 1.0 + 0.5 * (batch["le_reward"] - mean) / std)
+    model.reward_scale = 0.0
+    assert torch.equal(model._reward(batch["le_neg_reward"], 0.0), torch.zeros_like(batch["le_neg_reward"]))
+
+
 def _test_scores(model, test_data) -> torch.Tensor:
     model.eval()
     with torch.no_grad():

@@ -38,7 +38,7 @@ from recbole_lea.model.backbones import BACKBONES, build_encoder
 
 FRAMEWORKS = ("SNQN", "SA2C")
 STATE_MODES = ("none", "concat", "only")
-REWARD_TRANSFORMS = ("sigmoid", "raw")
+REWARD_TRANSFORMS = ("shaped", "sigmoid", "raw")
 
 
 @dataclass(frozen=True)
@@ -137,14 +137,23 @@ class DoubleQRecommender(SequentialRecommender):
         self.le_state_dim: int = int(config["le_state_dim"] or 0) if self.flags.le_state != "none" else 0
         self.w_ah: float = float(config["w_ah"] or 0.0) if self.flags.aug_sv else 0.0
         self.w_aq: float = float(config["w_aq"] or 0.0) if self.flags.aug_q else 0.0
-        self.reward_transform: str = config["le_reward_transform"] or "sigmoid"
+        self.reward_transform: str = config["le_reward_transform"] or "shaped"
         if self.reward_transform not in REWARD_TRANSFORMS:
             raise ConfigError(
                 f"Unknown `le_reward_transform` '{self.reward_transform}': choose one of "
                 f"{', '.join(REWARD_TRANSFORMS)}."
             )
+        scale = config["le_reward_scale"]
+        self.reward_scale: float = 0.5 if scale is None else float(scale)
+        self.state_norm: bool = config["le_state_norm"] is not False
+        # statistics of the LE fields over the training rows (buffers: saved with the model, so a
+        # reloaded model needs no LE file): mean/std of the raw reward scores, per-dim of the state
+        self.register_buffer("le_reward_stats", torch.tensor([0.0, 1.0]))  # [2] mean, std
+        self.register_buffer("le_state_mean", torch.zeros(self.le_state_dim))  # [d]
+        self.register_buffer("le_state_std", torch.ones(self.le_state_dim))  # [d]
         if self.flags.any and not config["le_serving"]:
             self._check_le_fields(dataset)
+            self._fit_le_statistics(dataset)
 
         # define layers: two complete networks (double Q-learning, no lagged copy)
         hidden = config["hidden_size"] if self.backbone_name == "SASRec" else config["embedding_size"]
@@ -210,6 +219,24 @@ class DoubleQRecommender(SequentialRecommender):
                     f"vectors have {dim} dimensions: set --le_state_dim={dim} or rebuild the LE."
                 )
 
+    @torch.no_grad()
+    def _fit_le_statistics(self, dataset) -> None:  # type: ignore[no-untyped-def]
+        """Reward and state statistics over the rows that carry LE values (``le_train`` = 1)."""
+        inter = dataset.inter_feat
+        rows = inter["le_train"] > 0  # [R]
+        if not bool(rows.any()):
+            raise ConfigError(
+                f"Dataset '{dataset.dataset_name}' has no training row with LE values (le_train = 1): "
+                "rebuild the LE with `python run_recbole_lea.py --build-le --dataset=<base dataset>`."
+            )
+        if self.flags.le_reward:
+            raw = torch.cat([inter["le_reward"][rows], inter["le_neg_reward"][rows]]).double()  # [2R']
+            self.le_reward_stats.copy_(torch.stack([raw.mean(), raw.std().clamp(min=1e-6)]))
+        if self.flags.le_state != "none":
+            states = inter["le_state"][rows].double()  # [R' d]
+            self.le_state_mean.copy_(states.mean(0))
+            self.le_state_std.copy_(states.std(0).clamp(min=1e-6))
+
     # ------------------------------------------------------------------ states
     def _next_sequence(
         self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, item: torch.Tensor
@@ -229,6 +256,8 @@ class DoubleQRecommender(SequentialRecommender):
         if self.flags.le_state == "none":
             return h  # [B H]
         assert le_state is not None
+        if self.state_norm:
+            le_state = (le_state - self.le_state_mean) / self.le_state_std  # [B d]
         if self.flags.le_state == "only":
             return le_state  # [B d]
         return torch.cat([h, le_state], dim=-1)  # [B H+d]
@@ -250,7 +279,12 @@ class DoubleQRecommender(SequentialRecommender):
         """``head(state)[i, actions[i]]`` without the full product over all items, [B]."""
         return (state * head.weight[actions]).sum(-1) + head.bias[actions]
 
-    def _reward(self, raw: torch.Tensor) -> torch.Tensor:
+    def _reward(self, raw: torch.Tensor, behaviour: float) -> torch.Tensor:
+        """LE reward score -> reward. ``shaped``: the behaviour reward plus ``le_reward_scale``
+        times the score standardised over the training rows; ``sigmoid`` / ``raw``: the score alone."""
+        if self.reward_transform == "shaped":
+            mean, std = self.le_reward_stats
+            return behaviour + self.reward_scale * (raw - mean) / std
         return torch.sigmoid(raw) if self.reward_transform == "sigmoid" else raw
 
     def _sample_negatives(self, pos: torch.Tensor, k: int) -> torch.Tensor:
@@ -294,9 +328,9 @@ class DoubleQRecommender(SequentialRecommender):
 
         # rewards and negatives
         if self.flags.le_reward:
-            r_pos = self._reward(interaction["le_reward"])  # [B]
+            r_pos = self._reward(interaction["le_reward"], self.reward_click)  # [B]
             neg = interaction["le_neg_id"].unsqueeze(1)  # [B 1]
-            r_neg = self._reward(interaction["le_neg_reward"]).unsqueeze(1)  # [B 1]
+            r_neg = self._reward(interaction["le_neg_reward"], self.reward_negative).unsqueeze(1)  # [B 1]
         else:
             r_pos = torch.full((B,), self.reward_click, device=device)
             neg = self._sample_negatives(pos, self.neg_num)  # [B K]
@@ -346,7 +380,7 @@ class DoubleQRecommender(SequentialRecommender):
                 terms["aug_sv"] = self.w_ah * (ce_aug * mask).sum() / n_aug
             if self.flags.aug_q:
                 r_aug = (
-                    self._reward(interaction["le_aug_reward"])
+                    self._reward(interaction["le_aug_reward"], self.reward_click)
                     if self.flags.le_reward
                     else torch.full((B,), self.reward_click, device=device)
                 )

@@ -12,10 +12,18 @@ NOTE:
 
     - ``le_reward`` (LER): positive and negative rewards r^e from the LE reward model (Eq. 5), for
       the LE's sampled negative ``le_neg_id`` (one negative, as the paper), passed through
-      ``le_reward_transform`` (sigmoid by default; the paper does not say how raw scores are
-      scaled).
+      ``le_reward_transform``. The paper does not say how raw scores are scaled, and the pairwise
+      loss of Eq. 1 fixes no scale. Default ``shaped``: behaviour reward (1 positive, 0 negative)
+      plus ``le_reward_scale`` times the score standardised over the training rows, so the LE
+      orders rewards within each kind while the positive/negative gap the double-Q head learns
+      from stays as in SNQN/SA2C. Replacing the rewards by ``sigmoid`` of weak scores (about 0.5
+      for positives and negatives alike) removed that gap and lowered NDCG@10 on ml-100k
+      (docs/rl.md); ``sigmoid`` and ``raw`` remain options.
     - ``le_state``: ``concat`` = s^e || h_t (Eq. 4, LES) or ``only`` = s^e (Eq. 3, LES') as the Q
-      head's state; the LE states are projected to ``le_state_dim`` by the LE build (PCA).
+      head's state; the LE states are projected to ``le_state_dim`` by the LE build (PCA) and,
+      with ``le_state_norm`` (default), standardised per dimension with training-row statistics
+      (PCA components of an LLM's hidden states have very different scales; the paper does not
+      say). Those statistics are buffers saved with the model.
     - ``aug_sv`` / ``aug_q``: ``w_ah`` * CE and ``w_aq`` * TD (next state) on the LE-augmented
       action (Eq. 13-15): summed over the rows that have one (``le_aug_mask``) and divided by
       the batch size, so an augmented label weighs ``w_ah`` against a true label whatever share
