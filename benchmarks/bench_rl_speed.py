@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from recbole_lea import registry
 from recbole_lea.quick_start import build_config
@@ -57,10 +59,19 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--data_path", default="atomic_datasets/")
     p.add_argument("--out", default="docs/results/bench_rl_speed.json")
+    p.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        help="extra settings of --model timed in the same interleaved loop, each 'key=value[,key=value]'",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     overrides = {"backbone": args.backbone, "le_auto_build": False, "data_path": args.data_path}
     runs = {name: setup(name, args.dataset, overrides) for name in (args.baseline, args.model)}
+    for spec in args.variants:
+        extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in spec.split(","))}
+        runs[f"{args.model}[{spec}]"] = setup(args.model, args.dataset, {**overrides, **extra})
     epochs: dict[str, list[float]] = {n: [] for n in runs}
     infer: dict[str, list[float]] = {n: [] for n in runs}
     for rep in range(args.reps):
@@ -82,8 +93,11 @@ def main() -> None:
         "median_inference": med_i,
         "epoch_ratio": med_e[args.model] / med_e[args.baseline],
         "inference_ratio": med_i[args.model] / med_i[args.baseline],
+        "variant_epoch_ratios": {n: med_e[n] / med_e[args.baseline] for n in runs if n.startswith(f"{args.model}[")},
+        "loadavg_at_end": os.getloadavg(),
     }
-    print(json.dumps({k: result[k] for k in ("median_epoch", "median_inference", "epoch_ratio", "inference_ratio")}, indent=2))
+    keys = ("median_epoch", "median_inference", "epoch_ratio", "inference_ratio", "variant_epoch_ratios")
+    print(json.dumps({k: result[k] for k in keys}, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
 

@@ -227,3 +227,27 @@ def test_target_values_read_at_argmax_equal_full_product(tiny_config: dict) -> N
     actions = torch.randint(0, model.n_items, (7,))
     full = net.q_head(state).gather(1, actions.unsqueeze(1)).squeeze(1)
     assert torch.allclose(model._q_at(net.q_head, state, actions), full, atol=1e-5)
+
+
+def test_fast_dropout_keeps_the_dropout_distribution(tiny_config: dict) -> None:
+    from torch import nn
+
+    from recbole_lea.model.backbones import FastDropout
+
+    torch.manual_seed(0)
+    drop = FastDropout(0.1).train()
+    y = drop(torch.ones(400_000))
+    kept = (y > 0).float().view(-1, 4)
+    # each of the four 16-bit groups of a random word keeps 90% (binomial std ~0.001 per column)
+    assert torch.allclose(kept.mean(0), torch.full((4,), 0.9), atol=0.005)
+    assert float(y.max()) == pytest.approx(1 / 0.9) and float(y.mean()) == pytest.approx(1.0, abs=0.005)
+    x = torch.randn(6, 5, requires_grad=True)
+    out = drop(x)
+    out.sum().backward()
+    assert torch.equal(x.grad != 0, out != 0)  # gradient flows through kept elements only
+    assert torch.equal(drop.eval()(x), x)
+    _, fast, _, _, _ = _model_and_batch("SA2C", tiny_config)
+    _, plain, _, _, _ = _model_and_batch("SA2C", dict(tiny_config, fast_dropout=False))
+    kinds = {type(m) for m in fast.modules() if isinstance(m, nn.Dropout)}
+    assert kinds == {FastDropout}
+    assert {type(m) for m in plain.modules() if isinstance(m, nn.Dropout)} == {nn.Dropout}
