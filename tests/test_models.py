@@ -251,3 +251,17 @@ def test_fast_dropout_keeps_the_dropout_distribution(tiny_config: dict) -> None:
     kinds = {type(m) for m in fast.modules() if isinstance(m, nn.Dropout)}
     assert kinds == {FastDropout}
     assert {type(m) for m in plain.modules() if isinstance(m, nn.Dropout)} == {nn.Dropout}
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_tied_ce_head_scores_with_the_item_embedding(backbone: str, tiny_config: dict) -> None:
+    cfg = dict(tiny_config, backbone=backbone, ce_head="tied", hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    _, model, batch, _, _ = _model_and_batch("SA2C", cfg)
+    model.eval()
+    net = model.nets[0]
+    h = net.encoder(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+    assert torch.allclose(model.full_sort_predict(batch), h @ net.encoder.item_embedding.weight.T)
+    assert not list(net.ce_head.parameters(recurse=False))  # no weights of its own
+    model.train()
+    model.calculate_loss(batch).backward()
+    assert net.encoder.item_embedding.weight.grad is not None or model.nets[1].encoder.item_embedding.weight.grad is not None

@@ -160,6 +160,8 @@ def run_sweep(
 
     started_ray = False
     if not ray.is_initialized():
+        # no usage-stats report (it would try the network at start; nothing leaves the machine)
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         pythonpath = os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)
         init_kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose > 0}
         if address:

@@ -86,6 +86,21 @@ def resolve_variant(name: str) -> str:
     return name
 
 
+CE_HEADS = ("linear", "tied")
+
+
+class TiedHead(nn.Module):
+    """Supervised head sharing the item embedding, as RecBole's SASRec scores: ``h E^T``."""
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.in_features: int = embedding.embedding_dim
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.embedding.weight.T  # [B N]
+
+
 class QNetwork(nn.Module):
     """One complete network: backbone G, supervised head (Eq. 7) and Q head (Eq. 9)."""
 
@@ -93,9 +108,17 @@ class QNetwork(nn.Module):
         super().__init__()
         self.encoder = build_encoder(backbone, n_items, max_len, config)
         hidden = self.encoder.hidden_size
-        self.ce_head = nn.Linear(hidden, n_items)  # W_u h + b_u
+        ce_head = config["ce_head"] or "linear"
+        if ce_head not in CE_HEADS:
+            raise ConfigError(f"Unknown `ce_head` '{ce_head}': choose one of {', '.join(CE_HEADS)}.")
         self.q_head = nn.Linear(q_in, n_items)  # W_q s + b_q
-        for head in (self.ce_head, self.q_head):
+        heads = [self.q_head]
+        if ce_head == "tied":
+            self.ce_head: nn.Module = TiedHead(self.encoder.item_embedding)  # h E^T
+        else:
+            self.ce_head = nn.Linear(hidden, n_items)  # W_u h + b_u
+            heads.append(self.ce_head)
+        for head in heads:
             nn.init.normal_(head.weight, std=config["initializer_range"])
             nn.init.zeros_(head.bias)
 
