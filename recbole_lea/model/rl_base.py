@@ -111,16 +111,15 @@ class QNetwork(nn.Module):
         ce_head = config["ce_head"] or "linear"
         if ce_head not in CE_HEADS:
             raise ConfigError(f"Unknown `ce_head` '{ce_head}': choose one of {', '.join(CE_HEADS)}.")
-        self.q_head = nn.Linear(q_in, n_items)  # W_q s + b_q
-        heads = [self.q_head]
         if ce_head == "tied":
             self.ce_head: nn.Module = TiedHead(self.encoder.item_embedding)  # h E^T
         else:
             self.ce_head = nn.Linear(hidden, n_items)  # W_u h + b_u
-            heads.append(self.ce_head)
-        for head in heads:
-            nn.init.normal_(head.weight, std=config["initializer_range"])
-            nn.init.zeros_(head.bias)
+        self.q_head = nn.Linear(q_in, n_items)  # W_q s + b_q
+        for head in (self.ce_head, self.q_head):
+            if isinstance(head, nn.Linear):
+                nn.init.normal_(head.weight, std=config["initializer_range"])
+                nn.init.zeros_(head.bias)
 
 
 class DoubleQRecommender(SequentialRecommender):
