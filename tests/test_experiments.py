@@ -267,6 +267,13 @@ def test_comparison_table_and_cache(data_root: Path, tmp_path: Path) -> None:
     assert sorted(calls) == ["SASRec", "SASRec"]
     assert sum(bool(r.get("cached")) for r in again["runs"]) == 6
     assert again["markdown"] == out["markdown"]
+    # --stored: nothing runs, records are matched by spec, seed and options (not by code version)
+    calls.clear()
+    ok_kwargs = dict(kwargs, models=["SASRec", "GRU4Rec"])
+    stored = compare.run_comparison(**ok_kwargs, stored=True)
+    assert calls == [] and stored["markdown"] == compare.run_comparison(**ok_kwargs)["markdown"]
+    with pytest.raises(FileNotFoundError, match="no finished record of SASRec with seed 1"):
+        compare.run_comparison(**dict(ok_kwargs, config_dict={**TINY, "epochs": 2}), stored=True)
 
 
 def test_sequence_protocol_end_to_end(data_root: Path, tmp_path: Path) -> None:

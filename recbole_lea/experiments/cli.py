@@ -119,6 +119,11 @@ def compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None, help="default results/compare/<dataset>")
     p.add_argument("--data_path", default=None)
     p.add_argument("--recompute", action="store_true", help="ignore cached run results")
+    p.add_argument(
+        "--stored",
+        action="store_true",
+        help="run nothing: table from the newest stored record of each model x seed with the same options, any code version",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     return p
 
@@ -141,6 +146,7 @@ def compare_main(argv: list[str] | None = None) -> int:
         alpha=args.alpha,
         torch_threads=args.threads,
         recompute=args.recompute,
+        stored=args.stored,
     )
     print(out["markdown"])
     cached = sum(bool(r.get("cached")) for r in out["runs"])

@@ -140,8 +140,13 @@ def run_comparison(
     run_fn: RunFn | None = None,
     torch_threads: int | None = 1,
     recompute: bool = False,
+    stored: bool = False,
 ) -> dict[str, Any]:
     """Run (or read back) every model x seed, then write ``table.md``, ``table.csv``, ``runs.csv``.
+
+    ``stored``: run nothing; take each model x seed from the newest finished record in ``runs/``
+    with the same model spec, seed and options, whatever code version wrote it (for tables over
+    runs that straddle a code change that does not alter results). Missing ones raise.
 
     Returns ``{"runs": [...], "rows": [...], "markdown": str, ...}``.
     """
@@ -164,6 +169,9 @@ def run_comparison(
     for spec in specs:
         for seed in seeds_:
             options = {**base_config, **spec.overrides, "seed": seed}
+            if stored:
+                records.append(_stored_record(runs_dir, spec, seed, options))
+                continue
             key = run_key(spec, dataset, seed, files, options)
             json_path = runs_dir / f"{key}.json"
             record = None if recompute else _cached(json_path)
@@ -205,6 +213,20 @@ def run_comparison(
         "seeds": seeds_,
         "protocols": protocols,
     }
+
+
+def _stored_record(runs_dir: Path, spec: ModelSpec, seed: int, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Newest finished record of ``spec`` x ``seed`` in ``runs_dir`` run with ``options``."""
+    wanted = {k: v for k, v in options.items() if k != "data_path"}
+    paths = sorted(runs_dir.glob(f"{spec.slug}__seed{seed}__*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in paths:
+        record = _cached(path)
+        if record is not None and all(record.get("config_dict", {}).get(k) == v for k, v in wanted.items()):
+            return record
+    raise FileNotFoundError(
+        f"--stored: no finished record of {spec.label} with seed {seed} and options {wanted} in {runs_dir}; "
+        "run the comparison without --stored to compute it."
+    )
 
 
 def _cached(path: Path) -> dict[str, Any] | None:
