@@ -27,7 +27,7 @@ from recbole.config import Config  # noqa: E402
 from recbole.data import data_preparation  # noqa: E402
 from recbole.utils import init_logger, init_seed  # noqa: E402
 
-from recbole_lea.model.rl_base import REWARD_TRANSFORMS  # noqa: E402
+from recbole_lea.model.rl_base import LE_NEGATIVES, REWARD_TRANSFORMS  # noqa: E402
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PROPERTIES = Path(os.environ.get("RECBOLE_LEA_PROPERTIES", PACKAGE_ROOT.parent / "properties"))
@@ -42,6 +42,7 @@ MODEL_ONLY_LE_KEYS = (
     "le_reward_transform",
     "le_reward_scale",
     "le_state_norm",
+    "le_negatives",
     "le_auto_build",
     "le_serving",
 )
@@ -174,6 +175,7 @@ def build_config(
     _check_choice(merged, "eval_protocol", EVAL_PROTOCOLS)
     _check_choice(merged, "le_profile", LE_PROFILES)
     _check_choice(merged, "le_reward_transform", REWARD_TRANSFORMS)
+    _check_choice(merged, "le_negatives", LE_NEGATIVES)
     if merged.get("variant") is not None and registry.is_plugin_model(model) and is_lea_model(model):
         from recbole_lea.model.rl_base import resolve_variant
 

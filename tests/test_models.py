@@ -158,6 +158,18 @@ def test_each_flag_changes_only_its_term(tiny_config: dict) -> None:
     t_ler = _loss_with(ler, batch)
     assert t_ler["ce"] == pytest.approx(base["ce"], abs=1e-6)  # rewards touch only the Q terms
     assert t_ler["q_pos"] != pytest.approx(base["q_pos"], abs=1e-6)
+    # shaped LE rewards at scale 0 with freshly sampled negatives are exactly SNQN's update
+    _, ler0, _, _, _ = _model_and_batch("SNQN_LEA", dict(cfg, variant="LER", le_reward_scale=0.0))
+    ler0.load_state_dict(plain.state_dict())
+    ler0.train()
+    t_ler0 = _loss_with(ler0, batch)
+    for k in ("ce", "q_pos", "q_neg", "total"):
+        assert t_ler0[k] == pytest.approx(base[k], abs=1e-6)
+    # the build's stored negative instead: another negative, another negative loss
+    _, stored, _, _, _ = _model_and_batch("SNQN_LEA", dict(cfg, variant="LER", le_reward_scale=0.0, le_negatives="stored"))
+    stored.load_state_dict(plain.state_dict())
+    stored.train()
+    assert _loss_with(stored, batch)["q_neg"] != pytest.approx(base["q_neg"], abs=1e-6)
 
 
 def test_le_state_reaches_q_head_not_ranking(tiny_config: dict) -> None:

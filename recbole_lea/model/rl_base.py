@@ -39,6 +39,7 @@ from recbole_lea.model.backbones import BACKBONES, build_encoder
 FRAMEWORKS = ("SNQN", "SA2C")
 STATE_MODES = ("none", "concat", "only")
 REWARD_TRANSFORMS = ("shaped", "sigmoid", "raw")
+LE_NEGATIVES = ("sampled", "stored", "both")
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,15 @@ class DoubleQRecommender(SequentialRecommender):
         scale = config["le_reward_scale"]
         self.reward_scale: float = 0.5 if scale is None else float(scale)
         self.state_norm: bool = config["le_state_norm"] is not False
+        self.le_negatives: str = config["le_negatives"] or "sampled"
+        if self.le_negatives not in LE_NEGATIVES:
+            raise ConfigError(
+                f"Unknown `le_negatives` '{self.le_negatives}': choose one of {', '.join(LE_NEGATIVES)}."
+            )
         # statistics of the LE fields over the training rows (buffers: saved with the model, so a
         # reloaded model needs no LE file): mean/std of the raw reward scores, per-dim of the state
         self.register_buffer("le_reward_stats", torch.tensor([0.0, 1.0]))  # [2] mean, std
+        self.register_buffer("le_neg_score_mean", torch.zeros(()))  # mean raw score of LE negatives
         self.register_buffer("le_state_mean", torch.zeros(self.le_state_dim))  # [d]
         self.register_buffer("le_state_std", torch.ones(self.le_state_dim))  # [d]
         if self.flags.any and not config["le_serving"]:
@@ -254,6 +261,7 @@ class DoubleQRecommender(SequentialRecommender):
         if self.flags.le_reward:
             raw = torch.cat([inter["le_reward"][rows], inter["le_neg_reward"][rows]]).double()  # [2R']
             self.le_reward_stats.copy_(torch.stack([raw.mean(), raw.std().clamp(min=1e-6)]))
+            self.le_neg_score_mean.copy_(inter["le_neg_reward"][rows].double().mean())
         if self.flags.le_state != "none":
             states = inter["le_state"][rows].double()  # [R' d]
             self.le_state_mean.copy_(states.mean(0))
@@ -351,8 +359,17 @@ class DoubleQRecommender(SequentialRecommender):
         # rewards and negatives
         if self.flags.le_reward:
             r_pos = self._reward(interaction["le_reward"], self.reward_click)  # [B]
-            neg = interaction["le_neg_id"].unsqueeze(1)  # [B 1]
-            r_neg = self._reward(interaction["le_neg_reward"], self.reward_negative).unsqueeze(1)  # [B 1]
+            negs, r_negs = [], []
+            if self.le_negatives in ("sampled", "both"):
+                # fresh uniform negatives each step, as SNQN/SA2C; the LE scored none of them, so
+                # each gets the reward of the LE's mean negative score
+                negs.append(self._sample_negatives(pos, self.neg_num))  # [B K]
+                fill = self._reward(self.le_neg_score_mean, self.reward_negative)
+                r_negs.append(fill.expand(B, self.neg_num))
+            if self.le_negatives in ("stored", "both"):
+                negs.append(interaction["le_neg_id"].unsqueeze(1))  # [B 1] the build's negative
+                r_negs.append(self._reward(interaction["le_neg_reward"], self.reward_negative).unsqueeze(1))
+            neg, r_neg = torch.cat(negs, dim=1), torch.cat(r_negs, dim=1)  # [B K'] x 2
         else:
             r_pos = torch.full((B,), self.reward_click, device=device)
             neg = self._sample_negatives(pos, self.neg_num)  # [B K]
