@@ -62,6 +62,7 @@ def main() -> int:
     p.add_argument("--data_path", default=str(REPO / "atomic_datasets"))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3, help="overhead repeats (median)")
+    p.add_argument("--overhead_epochs", type=int, default=None, help="epochs of the overhead runs (default --epochs)")
     p.add_argument("--max_concurrent", type=int, default=2)
     p.add_argument("--output_dir", default=str(REPO / "results" / "bench_tune"))
     p.add_argument("--skip_grid", action="store_true")
@@ -127,6 +128,9 @@ def main() -> int:
         point = grid[len(grid) // 2]
         one = out / "one.hyper"
         one.write_text("".join(f"{k} choice [{v!r}]\n" for k, v in point.items()))
+        if args.overhead_epochs:
+            base = {**base, "epochs": args.overhead_epochs}
+        summary["overhead_epochs"] = base["epochs"]
         plain: list[float] = []
         ray_times: list[float] = []
         fit_times: list[float] = []

@@ -40,6 +40,7 @@ FRAMEWORKS = ("SNQN", "SA2C")
 STATE_MODES = ("none", "concat", "only")
 REWARD_TRANSFORMS = ("shaped", "sigmoid", "raw")
 LE_NEGATIVES = ("sampled", "stored", "both")
+CE_HEADS = ("linear", "tied")
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,6 @@ def resolve_variant(name: str) -> str:
             "flags le_reward / le_state / aug_sv / aug_q."
         )
     return name
-
-
-CE_HEADS = ("linear", "tied")
 
 
 class TiedHead(nn.Module):
