@@ -169,12 +169,19 @@ def run_sweep(
             init_kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": pythonpath}}
             init_kwargs["address"] = address
         else:
-            # a local Ray inherits this environment; no runtime env, so trials reuse Ray's
-            # prestarted workers instead of starting a fresh one each (a few seconds per trial)
-            os.environ["PYTHONPATH"] = pythonpath
             init_kwargs["num_cpus"] = num_cpus
             init_kwargs["_temp_dir"] = _ray_temp_dir(output_dir)
-        ray.init(**init_kwargs)
+        # a local Ray's processes inherit this environment at start: no runtime env, so trials
+        # reuse Ray's prestarted workers instead of starting a fresh one each
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = pythonpath
+        try:
+            ray.init(**init_kwargs)
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
         started_ray = True
 
     if scheduler == "asha":
