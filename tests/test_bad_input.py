@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,18 @@ def test_cli_reports_without_traceback(tiny_root: Path) -> None:
     assert proc.returncode == 2
     assert "Unknown model 'NoSuchModel'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_reports_le_input_errors_without_traceback(tiny_root: Path, tmp_path: Path) -> None:
+    for cli in ([str(ROOT / "run_recbole_lea.py"), "--model=SA2C_LEA"], ["-m", "recbole_lea.le", "build"]):
+        proc = subprocess.run(
+            [sys.executable, *cli, "--dataset=tiny", f"--data_path={tiny_root}", "--le_bogus=1"],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+            env={**os.environ, "RECBOLE_LEA_CACHE": str(tmp_path)},
+        )
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Unknown LE option(s) le_bogus" in proc.stderr and "recbole_lea.le options" in proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 def test_cli_parses_overrides() -> None:

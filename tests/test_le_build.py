@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recbole_lea.errors import ConfigError
 from recbole_lea.le import build as le_build
 from recbole_lea.le.build import build_le, check_le_dataset
 from recbole_lea.le.data import LEInputError
@@ -254,6 +255,6 @@ def test_gemma_package_missing_message(tmp_path: Path) -> None:
 def test_unknown_option_and_cli_parsing(tmp_path: Path) -> None:
     from recbole_lea.le.__main__ import main
 
-    with pytest.raises(KeyError, match="le_bogus"):
+    with pytest.raises(ConfigError, match="le_bogus"):
         build_le("tiny", tmp_path, dict(TINY_PROFILE), {"le_bogus": 1})
     assert main(["options"]) == 0

@@ -7,6 +7,8 @@ import argparse
 import logging
 import sys
 
+from recbole_lea.errors import ConfigError
+
 from .build import build_le, check_le_dataset
 from .config import LEConfig
 
@@ -40,11 +42,15 @@ def main(argv: list[str] | None = None) -> int:
             k, v = tok[2:], rest[i + 1]
             i += 2
         overrides[k] = v
-    if args.command == "check":
-        check_le_dataset(args.data_path, args.dataset, args.profile if overrides else None, overrides or None)
-        print(f"{args.dataset}-lea is up to date")
-        return 0
-    out = build_le(args.dataset, args.data_path, args.profile, overrides)
+    try:
+        if args.command == "check":
+            check_le_dataset(args.data_path, args.dataset, args.profile if overrides else None, overrides or None)
+            print(f"{args.dataset}-lea is up to date")
+            return 0
+        out = build_le(args.dataset, args.data_path, args.profile, overrides)
+    except ConfigError as e:  # LEInputError included: one message naming the thing and the fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(out)
     return 0
 

@@ -184,5 +184,10 @@ def resolve_config(dataset: str, profile: str | dict | None = None, overrides: d
     merged.update(overrides or {})
     unknown = sorted(k for k in merged if k not in FIELD_TYPES)
     if unknown:
-        raise KeyError(f"unknown LE option(s) {unknown}; see LEConfig.help() or docs/le.md")
+        from recbole_lea.errors import ConfigError
+
+        raise ConfigError(
+            f"Unknown LE option(s) {', '.join(unknown)} (from the profile, the dataset yaml or the command "
+            "line): `python -m recbole_lea.le options` lists the valid ones with their help."
+        )
     return LEConfig(**{k: _coerce(k, v) for k, v in merged.items()})

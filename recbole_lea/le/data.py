@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recbole_lea.errors import ConfigError
+
 from .config import LEConfig
 from .rows import rank_in_user, training_row_mask, user_order
 
 
-class LEInputError(ValueError):
+class LEInputError(ConfigError):
     """Bad input for the LE build; the message names the file/field/option and the fix."""
 
 
