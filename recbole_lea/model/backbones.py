@@ -29,6 +29,12 @@ class FastDropout(nn.Dropout):
     Other devices use ``F.dropout``.
     """
 
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__(p)
+        low = round(p * 65536) - 32768  # int16 of the three low 16-bit groups: uniform over all values
+        top = round(p * 32768)  # int16 of the top group: uniform over [0, 32767]
+        self._threshold = torch.tensor([low, low, low, top], dtype=torch.int16)  # [4], CPU only
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
@@ -36,10 +42,7 @@ class FastDropout(nn.Dropout):
             return F.dropout(x, self.p, True)
         n = x.numel()
         words = torch.empty((n + 3) // 4, dtype=torch.int64).random_()  # [ceil(n/4)] in [0, 2^63)
-        low = round(self.p * 65536) - 32768  # int16 of the three low 16-bit groups: uniform over all values
-        top = round(self.p * 32768)  # int16 of the top group: uniform over [0, 32767]
-        threshold = torch.tensor([low, low, low, top], dtype=torch.int16)
-        keep = (words.view(torch.int16).view(-1, 4) >= threshold).view(-1)[:n].view_as(x)  # [*x] bool
+        keep = (words.view(torch.int16).view(-1, 4) >= self._threshold).view(-1)[:n].view_as(x)  # [*x] bool
         return x * keep * (1.0 / (1.0 - self.p))
 
 
