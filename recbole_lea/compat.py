@@ -39,12 +39,13 @@ def _disable_anomaly_detection() -> None:
 
 
 def _numpy2_aliases() -> None:
-    # numpy 2.0 removed np.float_ / np.unicode_ / np.bool8, which RecBole 1.2.1 (dataset
-    # loading) and ray 2.6.3 use. setup.cfg pins numpy<2; these aliases only matter where a
-    # machine's numpy 2 cannot be swapped (e.g. a GPU image), and are identical in meaning.
+    # numpy 2.0 removed np.float_ / np.unicode_ / np.complex_ / np.bool8, which RecBole 1.2.1
+    # (dataset loading; Config.compatibility_settings reads np.complex_) and ray 2.6.3 use.
+    # setup.cfg pins numpy<2; these aliases only matter where a machine's numpy 2 cannot be
+    # swapped (e.g. a GPU image), and are identical in meaning.
     import numpy as np
 
-    for old, new in (("float_", "float64"), ("unicode_", "str_"), ("bool8", "bool_")):
+    for old, new in (("float_", "float64"), ("unicode_", "str_"), ("complex_", "complex128"), ("bool8", "bool_")):
         if not hasattr(np, old):
             setattr(np, old, getattr(np, new))
 

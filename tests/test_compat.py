@@ -35,3 +35,15 @@ def test_checkpoint_with_pickled_objects_loads(tmp_path) -> None:
     path = tmp_path / "ckpt.pth"
     torch.save({"config": {"x": np.float64(1.5)}, "state_dict": {"w": torch.ones(2)}}, path)
     assert torch_load(str(path))["config"]["x"] == 1.5
+
+
+def test_numpy2_aliases_cover_what_recbole_config_reads(monkeypatch) -> None:
+    # simulate numpy 2, where these names are gone; RecBole's Config.compatibility_settings reads
+    # np.float_ / np.complex_ / np.unicode_ (the GPU image has numpy 2)
+    from recbole_lea import compat
+
+    for name in ("float_", "unicode_", "complex_"):
+        monkeypatch.delattr(np, name)
+    assert not hasattr(np, "complex_")
+    compat._numpy2_aliases()
+    assert np.float_ is np.float64 and np.complex_ is np.complex128 and np.unicode_ is np.str_
