@@ -19,6 +19,7 @@ epochs 8 and switch_step 1500, the budget of docs/rl.md; data and checkpoint pat
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
+    ap.add_argument("--runs_csv", type=Path, default=None, help="write every run's test metrics here")
     args = ap.parse_args()
     where = dict(w.split("=", 1) for w in args.where)
     arms = [parse_arm(a) for a in args.arm]
@@ -81,6 +83,15 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.write_text(text)
+    if args.runs_csv:
+        metrics = sorted({k for r in records for k in r["test_result"]})
+        with args.runs_csv.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["arm", "seed", *metrics, "run"])
+            for r in records:
+                writer.writerow(
+                    [r["label"], r["seed"], *[r["test_result"].get(m, "") for m in metrics], r.get("key", "")]
+                )
 
 
 if __name__ == "__main__":
