@@ -21,21 +21,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from probe_le import read_inter, write_inter  # sibling script in benchmarks/
 
 FLOATS = ("le_train", "le_reward", "le_neg_reward", "le_aug_reward", "le_aug_mask")
 TOKENS = ("user_id", "item_id", "le_neg_id", "le_aug_id")
 SEQS = ("le_state", "le_next_state")
 
 
-def _read(inter: Path) -> tuple[pd.DataFrame, list[str]]:
-    header = inter.open(encoding="utf-8").readline().rstrip("\n").split("\t")
-    names = [h.split(":")[0] for h in header]
-    return pd.read_csv(inter, sep="\t", header=0, names=names, dtype=str, keep_default_na=False), header
-
-
 def pack(lea_dir: Path, out: Path, max_mb: float) -> list[Path]:
-    df, _ = _read(lea_dir / f"{lea_dir.name}.inter")
+    df, _ = read_inter(lea_dir / f"{lea_dir.name}.inter")
     arrays: dict[str, np.ndarray] = {c: df[c].to_numpy(dtype=str) for c in TOKENS}
     arrays |= {c: df[c].astype(np.float32).to_numpy() for c in FLOATS}
     for c in SEQS:
@@ -58,7 +52,7 @@ def unpack(parts_dir: Path, template: Path, dst: Path) -> Path:
     if not parts:
         raise SystemExit(f"error: no le_cols.npz.part* files in {parts_dir}")
     cols = np.load(io.BytesIO(b"".join(p.read_bytes() for p in parts)))
-    df, header = _read(template / f"{template.name}.inter")
+    df, header = read_inter(template / f"{template.name}.inter")
     for c in ("user_id", "item_id"):
         if len(df) != len(cols[c]) or not np.array_equal(df[c].to_numpy(dtype=str), cols[c]):
             raise SystemExit(f"error: column {c} of {template} differs from the packed rows: not the same base dataset")
@@ -68,13 +62,7 @@ def unpack(parts_dir: Path, template: Path, dst: Path) -> Path:
         df[c] = [f"{v:g}" for v in cols[c]]
     for c in SEQS:
         df[c] = [" ".join(f"{v:g}" for v in row) for row in cols[c].astype(np.float32)]
-    dst.mkdir(parents=True, exist_ok=True)
-    inter = dst / f"{dst.name}.inter"
-    tmp = inter.with_suffix(".inter.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write("\t".join(header) + "\n")
-        df.to_csv(f, sep="\t", header=False, index=False)
-    tmp.replace(inter)  # never a half-written file under the final name
+    inter = write_inter(df, header, dst)
     # only the item file: the template's manifest, tokens and projection describe another build
     shutil.copyfile(template / f"{template.name}.item", dst / f"{dst.name}.item")
     return inter

@@ -51,6 +51,18 @@ def read_inter(path: Path) -> tuple[pd.DataFrame, list[str]]:
     return df, header
 
 
+def write_inter(df: pd.DataFrame, header: list[str], dst_dir: Path) -> Path:
+    """``dst_dir/<dst_dir name>.inter`` with ``header``, written under a temporary name first."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / f"{dst_dir.name}.inter"
+    tmp = dst.with_suffix(".inter.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write("\t".join(header) + "\n")
+        df.to_csv(f, sep="\t", header=False, index=False)
+    tmp.replace(dst)  # never a half-written file under the final name
+    return dst
+
+
 def pairwise(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(((pos > neg) + 0.5 * (pos == neg)).mean())
 
@@ -86,13 +98,7 @@ def write_shuffled(df: pd.DataFrame, header: list[str], src: Path, dst_dir: Path
     out = df.copy()
     cols = [c for c in LE_COLUMNS if c in df.columns]
     out.loc[rows, cols] = df.loc[perm, cols].to_numpy()
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    dst = dst_dir / f"{dst_dir.name}.inter"
-    tmp = dst.with_suffix(".inter.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write("\t".join(header) + "\n")
-        out.to_csv(f, sep="\t", header=False, index=False)
-    tmp.replace(dst)  # never a half-written file under the final name
+    dst = write_inter(out, header, dst_dir)
     for other in src.parent.iterdir():  # .item file, manifest, projections
         if other.suffix != ".inter" and other.is_file():
             target = dst_dir / other.name.replace(src.parent.name, dst_dir.name)
