@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +48,24 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) -> dict:
 
     mp = pytest.MonkeyPatch()
     mp.setattr(LEModel, "forward_chunks", spy)
+    root_logger = logging.getLogger()
+    level_before = root_logger.level
+    root_logger.setLevel(logging.INFO)  # as the LE CLI sets it
     try:
         out = build_le("tiny", data, dict(TINY_PROFILE), _overrides(tiny_llm_dir, root / "cache"))
+        level_after = root_logger.level
     finally:
         mp.undo()
-    return {"root": root, "data": data, "out": out, "seen": np.concatenate(seen)}
+        root_logger.setLevel(level_before)
+    return {"root": root, "data": data, "out": out, "seen": np.concatenate(seen), "level_after": level_after}
+
+
+def test_backbone_training_leaves_the_log_level(built: dict) -> None:
+    # the candidates stage quietens RecBole's INFO logging while its backbone trains; the LE build's
+    # later stage lines (featurize, write) must still print
+    assert (built["out"] / "manifest.json").is_file()
+    assert json.loads((built["out"] / "manifest.json").read_text())["stages"]["candidates"]
+    assert built["level_after"] == logging.INFO
 
 
 def test_output_format_and_neutral_rows(built: dict) -> None:

@@ -79,24 +79,30 @@ def backbone_candidates(
     except ImportError:
         pass
     import logging as _logging
+    import time
 
     from recbole.data import create_dataset, data_preparation
     from recbole.trainer import Trainer
     from recbole.utils import get_model, init_seed
 
+    # RecBole's dataset and trainer log every step at INFO on the root logger; quieten it for the
+    # backbone's training only, so the LE build's own stage lines still print afterwards
+    root = _logging.getLogger()
+    root_level = root.level
     with tempfile.TemporaryDirectory() as wd:
-        config = _recbole_config(base, data_path, cfg, device, Path(wd))
-        init_seed(config["seed"], config["reproducibility"])
-        _logging.getLogger().setLevel(_logging.WARNING)
-        dataset = create_dataset(config)
-        train_data, _valid, _test = data_preparation(config, dataset)
-        model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-        trainer = Trainer(config, model)
-        import time
-
-        t0 = time.time()
-        trainer.fit(train_data, valid_data=None, saved=False, show_progress=False)
-        fit_s = time.time() - t0
+        try:
+            config = _recbole_config(base, data_path, cfg, device, Path(wd))
+            init_seed(config["seed"], config["reproducibility"])
+            root.setLevel(_logging.WARNING)
+            dataset = create_dataset(config)
+            train_data, _valid, _test = data_preparation(config, dataset)
+            model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+            trainer = Trainer(config, model)
+            t0 = time.time()
+            trainer.fit(train_data, valid_data=None, saved=False, show_progress=False)
+            fit_s = time.time() - t0
+        finally:
+            root.setLevel(root_level)
     model.eval()
     max_len = config["MAX_ITEM_LIST_LENGTH"]
     raw = np.asarray(base.item_ids, dtype=object)
