@@ -6,6 +6,7 @@ properties, clear errors for bad input, the LE build for LEA models, and a plain
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -218,6 +219,27 @@ def atomic_root(config: Config) -> str:
 
 
 # ---------------------------------------------------------------------------- LE
+@contextmanager
+def le_build_logging() -> Iterator[None]:
+    """Print the LE build's log lines (stage timings, LE epoch accuracy and margin) to stderr when
+    nothing has configured logging yet: a plain ``run_recbole_lea.py`` run sets RecBole's logger up
+    only after the build, so without this they would be dropped."""
+    lea_logger = logging.getLogger("recbole_lea")
+    if logging.getLogger().handlers or lea_logger.handlers:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = lea_logger.level
+    lea_logger.addHandler(handler)
+    lea_logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        lea_logger.removeHandler(handler)
+        lea_logger.setLevel(level)
+
+
 def ensure_le(dataset: str, config: Config | dict[str, Any]) -> Path:
     """Build (or reuse, when every stage's fingerprint matches) the LE atomic files of ``dataset``."""
     from recbole_lea.le.build import build_le
@@ -231,7 +253,8 @@ def ensure_le(dataset: str, config: Config | dict[str, Any]) -> Path:
     for key, value in source.items():
         if key.startswith("le_") and key not in MODEL_ONLY_LE_KEYS and value is not None:
             overrides[key] = value
-    return Path(build_le(base, data_path, get("le_profile") or "cpu", overrides))
+    with le_build_logging():
+        return Path(build_le(base, data_path, get("le_profile") or "cpu", overrides))
 
 
 def require_le_files(dataset: str, data_path: str) -> Path:

@@ -272,3 +272,20 @@ def test_unknown_option_and_cli_parsing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="le_bogus"):
         build_le("tiny", tmp_path, dict(TINY_PROFILE), {"le_bogus": 1})
     assert main(["options"]) == 0
+
+
+def test_le_build_lines_print_before_recbole_sets_logging_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a plain `run_recbole_lea.py` run builds the LE before RecBole's init_logger: with no handler
+    # anywhere, the stage lines must still reach stderr, and only during the build
+    from recbole_lea.quick_start import le_build_logging
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    with le_build_logging():
+        logging.getLogger("recbole_lea.le.build").info("stage le_train: done in 1.0 s")
+    logging.getLogger("recbole_lea.le.build").info("after the build")
+    err = capsys.readouterr().err
+    assert "stage le_train: done in 1.0 s" in err
+    assert "after the build" not in err
+    assert not logging.getLogger("recbole_lea").handlers
