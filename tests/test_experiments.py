@@ -206,6 +206,18 @@ def test_model_spec_parsing() -> None:
     with pytest.raises(ValueError):
         compare.parse_model_spec("SASRec:oops")
     assert compare.seed_list(3) == [2020, 2021, 2022]
+    with pytest.raises(ValueError, match="--base_seed 2026 --seeds 1"):
+        compare.seed_list(2026)  # a seed typed where a count belongs
+    assert len(compare.seed_list(compare.MAX_SEED_COUNT)) == compare.MAX_SEED_COUNT
+
+
+def test_compare_cli_rejects_a_seed_typed_as_count(capsys: pytest.CaptureFixture[str]) -> None:
+    from recbole_lea.experiments.cli import compare_main
+
+    with pytest.raises(SystemExit) as e:
+        compare_main(["--dataset", "ml-100k", "--models", "SASRec", "--seeds", "2026"])
+    assert e.value.code == 2
+    assert "--base_seed 2026 --seeds 1" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ real runs

@@ -129,11 +129,15 @@ def compare_parser() -> argparse.ArgumentParser:
 
 
 def compare_main(argv: list[str] | None = None) -> int:
-    args, rest = compare_parser().parse_known_args(argv)
+    parser = compare_parser()
+    args, rest = parser.parse_known_args(argv)
     overrides = parse_overrides(rest)
     from recbole_lea.experiments.compare import run_comparison, seed_list
 
-    seeds = seed_list(args.seeds[0], args.base_seed) if len(args.seeds) == 1 else args.seeds
+    try:
+        seeds = seed_list(args.seeds[0], args.base_seed) if len(args.seeds) == 1 else args.seeds
+    except ValueError as e:
+        parser.error(str(e))  # usage + message, exit status 2, no traceback
     out = run_comparison(
         dataset=args.dataset,
         models=args.models,

@@ -93,11 +93,22 @@ def parse_model_spec(text: str) -> ModelSpec:
     return ModelSpec(model=model, overrides=overrides, text=text)
 
 
+#: a larger single ``--seeds`` number is taken for a seed value typed by mistake
+MAX_SEED_COUNT = 100
+
+
 def seed_list(seeds: Sequence[int] | int, base_seed: int = 2020) -> list[int]:
     """``3`` -> ``[2020, 2021, 2022]``; an explicit list is kept as given."""
     if isinstance(seeds, int):
         if seeds < 1:
             raise ValueError("--seeds must be >= 1")
+        if seeds > MAX_SEED_COUNT:
+            # `--seeds 2026` reads as "seed 2026" but means 2026 runs per model
+            raise ValueError(
+                f"--seeds {seeds}: one number is a COUNT of seeds from --base_seed ({base_seed}), and "
+                f"{seeds} runs per model is surely not meant. For that one seed write "
+                f"`--base_seed {seeds} --seeds 1`; for several given seeds list two or more numbers."
+            )
         return [base_seed + i for i in range(seeds)]
     return [int(s) for s in seeds]
 
