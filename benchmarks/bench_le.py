@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recbole_lea import LOG_FORMAT  # noqa: E402
 from recbole_lea.le.build import build_le  # noqa: E402
 from recbole_lea.le.config import resolve_config  # noqa: E402
 from recbole_lea.le.data import load_base, training_item_pool, training_streams  # noqa: E402
@@ -203,7 +204,7 @@ def main() -> None:
     ap.add_argument("--le_model", default="", help="override le_model (folder, id, smollm2)")
     ap.add_argument("--stop_after", default="", help="build: stop after this stage (item_tokens | le_train)")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     prepare_ml100k(args.data_path)
     before = machine()
     fn = {"featurize": bench_featurize, "build": bench_build, "gpu-check": gpu_check}[args.what]

@@ -1,3 +1,6 @@
 """recbole_lea: LEA (Wang et al., SIGIR'24) and SNQN/SA2C (Xin et al., WSDM'22) as a RecBole plugin."""
 
 __version__ = "0.1.0"
+
+#: log line format of the LE build's messages, wherever they are printed (LE CLI, main job, benchmarks)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import yaml
 
-from recbole_lea import compat, registry
+from recbole_lea import LOG_FORMAT, compat, registry
 from recbole_lea.errors import ConfigError
 
 compat.apply()
@@ -229,7 +229,7 @@ def le_build_logging() -> Iterator[None]:
         yield
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     level = lea_logger.level
     lea_logger.addHandler(handler)
     lea_logger.setLevel(logging.INFO)

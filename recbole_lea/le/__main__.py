@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 
+from recbole_lea import LOG_FORMAT
 from recbole_lea.errors import ConfigError
 
 from .build import build_le, check_le_dataset
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data_path", default="atomic_datasets")
     ap.add_argument("--profile", default="cpu", help="cpu | paper | path to a yaml")
     args, rest = ap.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if args.command == "options":
         for k, v in LEConfig.help().items():
             print(f"--{k}: {v}")
