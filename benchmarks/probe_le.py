@@ -16,6 +16,11 @@ Reported over the training rows that carry LE values (``le_train`` = 1):
 - ``reward_item_popularity_spearman``: rank correlation, over items, between an item's mean LE
   reward as a positive and its number of training targets.
 
+``--popularity_prior_to`` writes a copy whose LE rewards (true next item, negative, augmented
+action) each get ``--beta`` x the scores' std x the item's standardised log(1 + training-target
+count) added: a reward that is right at least as often as popularity. Training on it shows whether
+a more accurate (popularity-led) reward helps the recommender.
+
 ``--shuffle_to`` writes a copy whose LE columns (rewards, negatives, augmented actions, states) are
 permuted jointly across the LE rows with a fixed seed: the same marginal distributions, no link to
 the user or the step. Training an LEA variant on it shows what the LE's row-specific information is
@@ -99,10 +104,38 @@ def write_shuffled(df: pd.DataFrame, header: list[str], src: Path, dst_dir: Path
     cols = [c for c in LE_COLUMNS if c in df.columns]
     out.loc[rows, cols] = df.loc[perm, cols].to_numpy()
     dst = write_inter(out, header, dst_dir)
+    copy_side_files(src, dst_dir)
+    return dst
+
+
+def copy_side_files(src: Path, dst_dir: Path) -> None:
     for other in src.parent.iterdir():  # .item file, manifest, projections
         if other.suffix != ".inter" and other.is_file():
-            target = dst_dir / other.name.replace(src.parent.name, dst_dir.name)
-            shutil.copyfile(other, target)
+            shutil.copyfile(other, dst_dir / other.name.replace(src.parent.name, dst_dir.name))
+
+
+def write_popularity_prior(df: pd.DataFrame, header: list[str], src: Path, dst_dir: Path, beta: float) -> Path:
+    rows = df["le_train"].astype(float).to_numpy() > 0
+    le = df[rows]
+    counts = le["item_id"].value_counts()
+
+    def log_count(col: str) -> np.ndarray:
+        return np.log1p(le[col].map(counts).fillna(0).to_numpy())
+
+    both = np.concatenate([log_count("item_id"), log_count("le_neg_id")])
+    mean, std = both.mean(), both.std() or 1.0
+    scale = beta * float(np.concatenate([le["le_reward"].astype(float), le["le_neg_reward"].astype(float)]).std())
+    out = df.copy()
+    is_aug = le["le_aug_mask"].astype(float).to_numpy() > 0
+    for col, item_col, keep in (
+        ("le_reward", "item_id", True),
+        ("le_neg_reward", "le_neg_id", True),
+        ("le_aug_reward", "le_aug_id", is_aug),
+    ):
+        prior = scale * (log_count(item_col) - mean) / std * keep
+        out.loc[rows, col] = np.char.mod("%.6g", le[col].astype(float).to_numpy() + prior)
+    dst = write_inter(out, header, dst_dir)
+    copy_side_files(src, dst_dir)
     return dst
 
 
@@ -112,6 +145,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     ap.add_argument("--shuffle_to", type=Path, default=None, help="write a shuffled control copy into this folder")
     ap.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
+    ap.add_argument(
+        "--popularity_prior_to", type=Path, default=None, help="write a copy with a popularity prior added to the rewards"
+    )
+    ap.add_argument("--beta", type=float, default=1.0, help="weight of the popularity prior, in reward std units")
     args = ap.parse_args()
     if not args.inter.is_file():
         raise SystemExit(f"error: {args.inter} does not exist: pass an LE atomic .inter file")
@@ -127,6 +164,8 @@ def main() -> None:
         args.json.write_text(json.dumps(res, indent=1))
     if args.shuffle_to:
         print("wrote", write_shuffled(df, header, args.inter, args.shuffle_to, args.seed))
+    if args.popularity_prior_to:
+        print("wrote", write_popularity_prior(df, header, args.inter, args.popularity_prior_to, args.beta))
 
 
 if __name__ == "__main__":
