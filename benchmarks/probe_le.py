@@ -146,7 +146,10 @@ def main() -> None:
     ap.add_argument("--shuffle_to", type=Path, default=None, help="write a shuffled control copy into this folder")
     ap.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
     ap.add_argument(
-        "--popularity_prior_to", type=Path, default=None, help="write a copy with a popularity prior added to the rewards"
+        "--popularity_prior_to",
+        type=Path,
+        default=None,
+        help="write a copy with a popularity prior added to the rewards",
     )
     ap.add_argument("--beta", type=float, default=1.0, help="weight of the popularity prior, in reward std units")
     args = ap.parse_args()
