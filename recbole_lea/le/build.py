@@ -8,6 +8,7 @@ is the atomic dataset `<data_path>/<dataset>-lea/` described in docs/architectur
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
@@ -43,13 +44,50 @@ LE_FIELDS = [
 STAGES = ("item_tokens", "le_train", "candidates", "featurize", "augment", "write")
 
 
+_LOG_METHODS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "log"})
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _is_log_call(stmt: ast.stmt) -> bool:
+    """`logger.info(...)` and the like: a statement that only writes a log line."""
+    if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
+        return False
+    func = stmt.value.func
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr in _LOG_METHODS
+        and isinstance(func.value, ast.Name)
+        and func.value.id in ("logger", "logging")
+    )
+
+
+def source_fingerprint(source: str) -> str:
+    """Hash of a module's behaviour: its syntax tree without comments, docstrings, log statements,
+    line numbers or formatting, so that editing those does not invalidate cached LE stages."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+            node.body = [s for i, s in enumerate(body) if not (i == 0 and _is_docstring(s)) and not _is_log_call(s)]
+        for name in ("orelse", "finalbody"):
+            block = getattr(node, name, None)
+            if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
+                setattr(node, name, [s for s in block if not _is_log_call(s)])
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
 def code_version() -> str:
+    """Fingerprint of the LE build code (every module of this package but the test helpers and the
+    CLI); part of every stage's fingerprint and of the manifest."""
     h = hashlib.sha256()
     for p in sorted(Path(__file__).parent.glob("*.py")):
         if p.name in ("testing.py", "__main__.py"):
             continue
         h.update(p.name.encode())
-        h.update(p.read_bytes())
+        h.update(source_fingerprint(p.read_text(encoding="utf-8")).encode())
     return h.hexdigest()
 
 
