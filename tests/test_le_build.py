@@ -305,5 +305,5 @@ def test_code_version_ignores_comments_docstrings_and_log_lines() -> None:
     assert fp(base) == fp(same)
     assert fp(base) != fp(base.replace("x + 1", "x + 2"))
     assert fp(base) != fp(base.replace('logger.info("x %s", x)', "x = -x"))
-    # every LE module is covered, so the version is stable across calls and is a hex digest
+    # the real LE modules parse, and their version is stable across calls
     assert le_build.code_version() == le_build.code_version() and len(le_build.code_version()) == 64
