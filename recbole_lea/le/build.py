@@ -592,8 +592,8 @@ class LEDatasetMismatch(LEInputError):
 def check_le_dataset(
     data_path: str | Path, dataset: str, profile: str | dict | None = None, overrides: dict | None = None
 ) -> None:
-    """Raise a clear error if `<dataset>-lea` is missing or stale for the current base files (and,
-    when profile/overrides are given, for that LE config)."""
+    """Raise a clear error if `<dataset>-lea` is missing or stale for the current base files and LE
+    code (and, when profile/overrides are given, for that LE config)."""
     data_path = Path(data_path)
     base_ds = dataset[:-4] if dataset.endswith("-lea") else dataset
     out = _lea_dir(data_path, base_ds)
@@ -616,6 +616,11 @@ def check_le_dataset(
     for f in ("le_item_tokens.pt", "le_state_projection.pt", f"{base_ds}-lea.item"):
         if not (out / f).exists():
             raise LEDatasetMismatch(f"{out / f} is missing; {fix}")
+    if man.get("code_version") != code_version():
+        raise LEDatasetMismatch(
+            f"{mpath} was written by another version of the LE build code (recbole_lea/le); the main job "
+            f"would rebuild it; {fix}"
+        )
     if profile is not None or overrides:
         cfg = resolve_config(base_ds, profile, overrides)
         if config_fingerprint(cfg) != man.get("config_sha256"):
