@@ -185,11 +185,10 @@ def test_stale_manifest_is_reported(built: dict, tmp_path: Path) -> None:
         check_le_dataset(data, "tiny")
     with pytest.raises(LEInputError, match="missing"):
         check_le_dataset(data, "other")
+    shutil.copyfile(built["data"] / "tiny" / "tiny.inter", data / "tiny" / "tiny.inter")
+    mpath = data / "tiny-lea" / "manifest.json"
+    mpath.write_text(json.dumps({**json.loads(mpath.read_text()), "code_version": "0" * 64}))
     with pytest.raises(LEInputError, match=r"another version of the LE build code"):
-        shutil.copyfile(built["data"] / "tiny" / "tiny.inter", data / "tiny" / "tiny.inter")
-        mpath = data / "tiny-lea" / "manifest.json"
-        man = json.loads(mpath.read_text())
-        mpath.write_text(json.dumps({**man, "code_version": "0" * 64}))
         check_le_dataset(data, "tiny")
     shutil.copyfile(built["out"] / "manifest.json", data / "tiny-lea" / "manifest.json")
     with pytest.raises(LEInputError, match="different LE config.*le_lr"):

@@ -69,13 +69,12 @@ def source_fingerprint(source: str) -> str:
     line numbers or formatting, so that editing those does not invalidate cached LE stages."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
-            node.body = [s for i, s in enumerate(body) if not (i == 0 and _is_docstring(s)) and not _is_log_call(s)]
-        for name in ("orelse", "finalbody"):
+        for name in ("body", "orelse", "finalbody"):  # every statement list (handlers are nodes with a body)
             block = getattr(node, name, None)
-            if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
-                setattr(node, name, [s for s in block if not _is_log_call(s)])
+            if not (isinstance(block, list) and block and isinstance(block[0], ast.stmt)):
+                continue
+            docstring = name == "body" and _is_docstring(block[0])
+            setattr(node, name, [s for s in block[docstring:] if not _is_log_call(s)])
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
 
 
