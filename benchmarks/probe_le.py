@@ -72,15 +72,25 @@ def pairwise(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(((pos > neg) + 0.5 * (pos == neg)).mean())
 
 
+def le_row_mask(df: pd.DataFrame) -> np.ndarray:
+    """The training rows that carry LE values (``le_train`` = 1)."""
+    return df["le_train"].astype(float).to_numpy() > 0
+
+
+def target_count(le: pd.DataFrame, col: str, counts: pd.Series) -> np.ndarray:
+    """How often the item in column ``col`` of each LE row is a training target (``counts``)."""
+    return le[col].map(counts).fillna(0).to_numpy()
+
+
 def probe(df: pd.DataFrame) -> dict[str, float]:
-    rows = df["le_train"].astype(float).to_numpy() > 0
+    rows = le_row_mask(df)
     le = df[rows]
     r_pos = le["le_reward"].astype(float).to_numpy()
     r_neg = le["le_neg_reward"].astype(float).to_numpy()
     std = float(np.concatenate([r_pos, r_neg]).std()) or 1.0
     counts = le["item_id"].value_counts()
-    pop_pos = le["item_id"].map(counts).fillna(0).to_numpy()
-    pop_neg = le["le_neg_id"].map(counts).fillna(0).to_numpy()
+    pop_pos = target_count(le, "item_id", counts)
+    pop_neg = target_count(le, "le_neg_id", counts)
     aug = le[le["le_aug_mask"].astype(float) > 0]
     by_item = pd.Series(r_pos).groupby(le["item_id"].to_numpy())
     item_mean = by_item.transform("mean").to_numpy()
@@ -98,7 +108,7 @@ def probe(df: pd.DataFrame) -> dict[str, float]:
 
 
 def write_shuffled(df: pd.DataFrame, header: list[str], src: Path, dst_dir: Path, seed: int) -> Path:
-    rows = np.flatnonzero(df["le_train"].astype(float).to_numpy() > 0)
+    rows = np.flatnonzero(le_row_mask(df))
     perm = np.random.default_rng(seed).permutation(rows)
     out = df.copy()
     cols = [c for c in LE_COLUMNS if c in df.columns]
@@ -115,12 +125,12 @@ def copy_side_files(src: Path, dst_dir: Path) -> None:
 
 
 def write_popularity_prior(df: pd.DataFrame, header: list[str], src: Path, dst_dir: Path, beta: float) -> Path:
-    rows = df["le_train"].astype(float).to_numpy() > 0
+    rows = le_row_mask(df)
     le = df[rows]
     counts = le["item_id"].value_counts()
 
     def log_count(col: str) -> np.ndarray:
-        return np.log1p(le[col].map(counts).fillna(0).to_numpy())
+        return np.log1p(target_count(le, col, counts))
 
     both = np.concatenate([log_count("item_id"), log_count("le_neg_id")])
     mean, std = both.mean(), both.std() or 1.0
