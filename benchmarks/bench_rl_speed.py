@@ -84,8 +84,8 @@ def main() -> None:
     med_e = {n: statistics.median(v) for n, v in epochs.items()}
     med_i = {n: statistics.median(v) for n, v in infer.items()}
     result = {
-        "command": "python benchmarks/bench_rl_speed.py " + " ".join(
-            f"--{k}={v}" for k, v in vars(args).items() if k != "out"),
+        "command": "python benchmarks/bench_rl_speed.py "
+        + " ".join(f"--{k}={v}" for k, v in vars(args).items() if k != "out"),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread, torch {torch.__version__}",
         "epoch_seconds": epochs,
         "inference_seconds": infer,

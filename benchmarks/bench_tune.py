@@ -101,8 +101,14 @@ def main() -> int:
         seq = []
         for i, point in enumerate(grid):
             record = run_one(model, "ml-100k", None, {**base, **point}, out / "sequential" / f"cfg{i}", torch_threads=1)
-            seq.append({**point, "status": record["status"], "wall_time_s": record.get("wall_time_s"),
-                        "valid_ndcg@10": (record.get("best_valid_result") or {}).get("ndcg@10")})
+            seq.append(
+                {
+                    **point,
+                    "status": record["status"],
+                    "wall_time_s": record.get("wall_time_s"),
+                    "valid_ndcg@10": (record.get("best_valid_result") or {}).get("ndcg@10"),
+                }
+            )
             print(f"sequential {i + 1}/{len(grid)}: {seq[-1]}", flush=True)
         summary["sequential_wall_s"] = time.perf_counter() - start
         summary["loadavg_after_sequential"] = os.getloadavg()
@@ -111,9 +117,17 @@ def main() -> int:
 
         start = time.perf_counter()
         sweep = run_sweep(
-            model=model, dataset="ml-100k", params_file=params_file, config_dict=dict(base),
-            data_path=args.data_path, output_dir=out / "sweep", max_concurrent=args.max_concurrent,
-            cpus_per_trial=1, num_cpus=args.max_concurrent, heatmap=heat, verbose=0,
+            model=model,
+            dataset="ml-100k",
+            params_file=params_file,
+            config_dict=dict(base),
+            data_path=args.data_path,
+            output_dir=out / "sweep",
+            max_concurrent=args.max_concurrent,
+            cpus_per_trial=1,
+            num_cpus=args.max_concurrent,
+            heatmap=heat,
+            verbose=0,
         )
         summary["ray_wall_s"] = time.perf_counter() - start
         summary["loadavg_after_ray"] = os.getloadavg()
@@ -145,9 +159,17 @@ def main() -> int:
             plain_epochs.append(record["epoch_times"])
             t = time.perf_counter()
             sweep = run_sweep(
-                model=model, dataset="ml-100k", params_file=one, config_dict=dict(base),
-                data_path=args.data_path, output_dir=out / "overhead" / f"ray{r}", max_concurrent=1,
-                cpus_per_trial=1, num_cpus=1, heatmap=heat, verbose=0,
+                model=model,
+                dataset="ml-100k",
+                params_file=one,
+                config_dict=dict(base),
+                data_path=args.data_path,
+                output_dir=out / "overhead" / f"ray{r}",
+                max_concurrent=1,
+                cpus_per_trial=1,
+                num_cpus=1,
+                heatmap=heat,
+                verbose=0,
             )
             ray_times.append(time.perf_counter() - t)
             assert sweep["n_ok"] == 1

@@ -49,8 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", default="SA2C_LEA", help="model name (ours or RecBole's)")
     p.add_argument("--dataset", "-d", default="ml-100k", help="dataset name under data_path")
     p.add_argument("--config_files", nargs="*", default=[], help="extra yaml config files")
-    p.add_argument("--build-le", "--build_le", dest="build_le", action="store_true",
-                   help="only build (or reuse) the LE atomic files of --dataset, then exit")
+    p.add_argument(
+        "--build-le",
+        "--build_le",
+        dest="build_le",
+        action="store_true",
+        help="only build (or reuse) the LE atomic files of --dataset, then exit",
+    )
     p.add_argument("--no-save", dest="saved", action="store_false", help="do not write checkpoints")
     p.add_argument("--json", dest="json_out", default=None, help="also write the run result to this JSON file")
     return p

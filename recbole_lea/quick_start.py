@@ -76,9 +76,14 @@ def default_config_files(model: str, dataset: str) -> list[str]:
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
 
 
 def _type_ok(default: Any, value: Any) -> bool:
@@ -375,7 +380,10 @@ def load_for_serving(model_file: str):  # type: ignore[no-untyped-def]
         "dataset": base,
         "data_path": str(root / base),
         "le_serving": True,
-        "load_col": {**config["load_col"], "inter": [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]]},
+        "load_col": {
+            **config["load_col"],
+            "inter": [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]],
+        },
         "alias_of_item_id": None,
     }
     return load_data_and_model(model_file, config_dict=overrides)

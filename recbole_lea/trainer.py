@@ -73,9 +73,7 @@ class RLTrainer(CompatTrainerMixin, Trainer):
         terms = self.model.pop_loss_terms()
         terms["phase"] = 2.0 if self.model.in_phase_two() else 1.0
         self.loss_history[-1].update(terms)
-        self.logger.info(
-            f"epoch {epoch_idx} loss terms: " + ", ".join(f"{k}={v:.4f}" for k, v in terms.items())
-        )
+        self.logger.info(f"epoch {epoch_idx} loss terms: " + ", ".join(f"{k}={v:.4f}" for k, v in terms.items()))
         for name, value in terms.items():
             self.tensorboard.add_scalar(f"train/{name}", value, epoch_idx)
         return loss

@@ -30,7 +30,9 @@ TINY_MODEL_CONFIG = {
 }
 
 
-def write_tiny_dataset(root: Path, name: str = "tiny", n_users: int = 40, n_items: int = 30, seed: int = 0) -> pd.DataFrame:
+def write_tiny_dataset(
+    root: Path, name: str = "tiny", n_users: int = 40, n_items: int = 30, seed: int = 0
+) -> pd.DataFrame:
     """Users walk through items with a drift, so next-item prediction is learnable."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -46,10 +48,12 @@ def write_tiny_dataset(root: Path, name: str = "tiny", n_users: int = 40, n_item
     df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # file order != time order
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
-    df.to_csv(folder / f"{name}.inter", sep="\t", index=False,
-              header=["user_id:token", "item_id:token", "timestamp:float"])
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(1, n_items + 1)],
-                          "title": [f"title {i}" for i in range(1, n_items + 1)]})
+    df.to_csv(
+        folder / f"{name}.inter", sep="\t", index=False, header=["user_id:token", "item_id:token", "timestamp:float"]
+    )
+    items = pd.DataFrame(
+        {"item_id": [f"i{i}" for i in range(1, n_items + 1)], "title": [f"title {i}" for i in range(1, n_items + 1)]}
+    )
     items.to_csv(folder / f"{name}.item", sep="\t", index=False, header=["item_id:token", "title:token_seq"])
     return df
 
@@ -77,9 +81,20 @@ def write_fake_le_dataset(root: Path, base: pd.DataFrame, name: str = "tiny", di
     lea = f"{name}-lea"
     folder = root / lea
     folder.mkdir(parents=True, exist_ok=True)
-    header = ["user_id:token", "item_id:token", "timestamp:float", "le_train:float", "le_reward:float",
-              "le_neg_id:token", "le_neg_reward:float", "le_aug_id:token", "le_aug_reward:float",
-              "le_aug_mask:float", "le_state:float_seq", "le_next_state:float_seq"]
+    header = [
+        "user_id:token",
+        "item_id:token",
+        "timestamp:float",
+        "le_train:float",
+        "le_reward:float",
+        "le_neg_id:token",
+        "le_neg_reward:float",
+        "le_aug_id:token",
+        "le_aug_reward:float",
+        "le_aug_mask:float",
+        "le_state:float_seq",
+        "le_next_state:float_seq",
+    ]
     df.to_csv(folder / f"{lea}.inter", sep="\t", index=False, header=header)
     return folder
 

@@ -77,9 +77,17 @@ def test_variant_needing_missing_field_names_it(tmp_path: Path, tiny_root: Path,
 
 def test_cli_reports_without_traceback(tiny_root: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "run_recbole_lea.py"), "--model=NoSuchModel", "--dataset=tiny",
-         f"--data_path={tiny_root}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "run_recbole_lea.py"),
+            "--model=NoSuchModel",
+            "--dataset=tiny",
+            f"--data_path={tiny_root}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Unknown model 'NoSuchModel'" in proc.stderr
@@ -90,7 +98,10 @@ def test_cli_reports_le_input_errors_without_traceback(tiny_root: Path, tmp_path
     for cli in ([str(ROOT / "run_recbole_lea.py"), "--model=SA2C_LEA"], ["-m", "recbole_lea.le", "build"]):
         proc = subprocess.run(
             [sys.executable, *cli, "--dataset=tiny", f"--data_path={tiny_root}", "--le_bogus=1"],
-            capture_output=True, text=True, cwd=ROOT, timeout=120,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
             env={**os.environ, "RECBOLE_LEA_CACHE": str(tmp_path)},
         )
         assert proc.returncode == 2, proc.stderr[-2000:]
@@ -102,7 +113,10 @@ def test_cli_parses_overrides() -> None:
     from recbole_lea.cli import parse_overrides
 
     assert parse_overrides(["--epochs=5", "--backbone", "GRU4Rec", "--topk=[5,10]", "--w_ah=0.1"]) == {
-        "epochs": 5, "backbone": "GRU4Rec", "topk": [5, 10], "w_ah": 0.1,
+        "epochs": 5,
+        "backbone": "GRU4Rec",
+        "topk": [5, 10],
+        "w_ah": 0.1,
     }
     with pytest.raises(SystemExit):
         parse_overrides(["stray"])

@@ -330,7 +330,12 @@ def test_two_drivers_at_once_share_cache_safely(data_root: Path, tmp_path: Path)
         assert p.returncode == 0, text[-3000:]
     records = [json.loads(f.read_text()) for f in sorted((out / "runs").glob("*.json"))]
     assert len(records) == 4 and all(r["status"] == "ok" for r in records)
-    cached = sum(int(line.split("(")[1].split()[0]) for text in outputs for line in text.splitlines() if "read from cache" in line)
+    cached = sum(
+        int(line.split("(")[1].split()[0])
+        for text in outputs
+        for line in text.splitlines()
+        if "read from cache" in line
+    )
     assert cached == 4  # 8 requests, each of the 4 runs computed exactly once
     model_files = {r["model_file"] for r in records}
     assert len(model_files) == 4 and all(Path(f).is_file() for f in model_files)

@@ -107,7 +107,9 @@ def test_ray_temp_dir_short_link(tmp_path: Path) -> None:
     assert len(path) <= 36 and Path(path).resolve() == (deep / "ray_tmp").resolve()
 
 
-def test_lea_weight_grid_heatmap(ray_local: None, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lea_weight_grid_heatmap(
+    ray_local: None, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The paper's Figure 4 sweep (w_ah x w_aq of SA2C_LEA) on a fake-LE tiny dataset."""
     from conftest import TINY_MODEL_CONFIG
 

@@ -166,7 +166,9 @@ def test_each_flag_changes_only_its_term(tiny_config: dict) -> None:
     for k in ("ce", "q_pos", "q_neg", "total"):
         assert t_ler0[k] == pytest.approx(base[k], abs=1e-6)
     # the build's stored negative instead: another negative, another negative loss
-    _, stored, _, _, _ = _model_and_batch("SNQN_LEA", dict(cfg, variant="LER", le_reward_scale=0.0, le_negatives="stored"))
+    _, stored, _, _, _ = _model_and_batch(
+        "SNQN_LEA", dict(cfg, variant="LER", le_reward_scale=0.0, le_negatives="stored")
+    )
     stored.load_state_dict(plain.state_dict())
     stored.train()
     assert _loss_with(stored, batch)["q_neg"] != pytest.approx(base["q_neg"], abs=1e-6)

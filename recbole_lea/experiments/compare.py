@@ -209,9 +209,7 @@ def run_comparison(
             records.append(record)
 
     rows = summarise(records, labels, seeds_, baseline, alpha)
-    protocols = sorted(
-        {protocol_description(r.get("config")) for r in records if r.get("status") == "ok"}
-    )
+    protocols = sorted({protocol_description(r.get("config")) for r in records if r.get("status") == "ok"})
     markdown = render_markdown(rows, dataset, seeds_, baseline, alpha, protocols)
     _write_text_atomic(output_dir / "table.md", markdown)
     _write_csv(output_dir / "table.csv", _table_csv_rows(rows))
@@ -299,9 +297,7 @@ def summarise(
         epoch_times = [t for r in runs.values() for t in r.get("epoch_times") or []]
         row["mean_epoch_time_s"] = float(np.mean(epoch_times)) if epoch_times else float("nan")
         row["mean_run_time_s"] = (
-            float(np.mean([r.get("wall_time_s") or 0.0 for r in runs.values()]))
-            if runs
-            else float("nan")
+            float(np.mean([r.get("wall_time_s") or 0.0 for r in runs.values()])) if runs else float("nan")
         )
         for key, _ in TABLE_METRICS:
             values = [float(r["test_result"][key]) for r in runs.values() if key in r["test_result"]]
@@ -329,9 +325,7 @@ def summarise(
                 a, b = zip(*pairs)
                 p = paired_pvalue(a, b)
                 row[f"{key}_p"] = p
-                row[f"{key}_sig"] = bool(
-                    math.isfinite(p) and p < alpha and float(np.mean(a)) > float(np.mean(b))
-                )
+                row[f"{key}_sig"] = bool(math.isfinite(p) and p < alpha and float(np.mean(a)) > float(np.mean(b)))
     for key, _ in TABLE_METRICS:
         means = sorted(
             {row[f"{key}_mean"] for row in rows if math.isfinite(row[f"{key}_mean"])},
@@ -374,8 +368,7 @@ def render_markdown(
     lines = [
         f"## {dataset}: test results over {len(seeds)} seed(s) ({', '.join(map(str, seeds))})",
         "",
-        "Mean ± sample std (ddof=1) over seeds. **Bold**: best mean of the column; "
-        "<u>underlined</u>: second best.",
+        "Mean ± sample std (ddof=1) over seeds. **Bold**: best mean of the column; <u>underlined</u>: second best.",
     ]
     if baseline:
         lines.append(
@@ -411,9 +404,7 @@ def render_markdown(
                 continue
             ps = [row[f"{key}_p"] for key, _ in TABLE_METRICS]
             lines.append(
-                f"| {row['model']} | "
-                + " | ".join(f"{p:.3g}" if math.isfinite(p) else "n/a" for p in ps)
-                + " |"
+                f"| {row['model']} | " + " | ".join(f"{p:.3g}" if math.isfinite(p) else "n/a" for p in ps) + " |"
             )
     return "\n".join(lines) + "\n"
 

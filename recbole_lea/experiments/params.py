@@ -63,9 +63,7 @@ def parse_params_text(text: str, source: str = "<params>") -> list[ParamSpec]:
             raise ValueError(f"{source}:{lineno}: expected '<name> <type> <value>', got {raw!r}")
         name, kind, value = parts[0], parts[1], "".join(parts[2:])
         if kind not in PARAM_TYPES:
-            raise ValueError(
-                f"{source}:{lineno}: unknown type {kind!r} (one of {', '.join(PARAM_TYPES)})"
-            )
+            raise ValueError(f"{source}:{lineno}: unknown type {kind!r} (one of {', '.join(PARAM_TYPES)})")
         if name in seen:
             raise ValueError(f"{source}:{lineno}: parameter {name!r} given twice")
         seen.add(name)
@@ -106,9 +104,7 @@ def to_ray_space(specs: list[ParamSpec], search: str = "grid") -> dict[str, Any]
     for spec in specs:
         if spec.kind == "choice":
             values = list(spec.args)
-            space[spec.name] = (
-                tune.grid_search(values) if search == "grid" else tune.choice(values)
-            )
+            space[spec.name] = tune.grid_search(values) if search == "grid" else tune.choice(values)
         elif spec.kind == "uniform":
             space[spec.name] = tune.uniform(*spec.args)
         elif spec.kind == "quniform":

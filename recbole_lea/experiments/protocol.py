@@ -50,9 +50,7 @@ def _split_counts(total: int, ratios: list[float]) -> list[int]:
     return counts
 
 
-def sequence_split_index(
-    uids: np.ndarray, ratios: list[float], seed: int
-) -> list[np.ndarray]:
+def sequence_split_index(uids: np.ndarray, ratios: list[float], seed: int) -> list[np.ndarray]:
     """Row indices of each part when whole users are assigned to parts.
 
     ``uids`` is the user id of every row. Users are shuffled with ``numpy.random.RandomState(seed)``
@@ -78,9 +76,7 @@ def sequence_split_index(
     return [np.nonzero(row_part == p)[0] for p in range(len(ratios))]
 
 
-def split_by_sequence(
-    dataset: Any, ratios: list[float] | None = None, seed: int | None = None
-) -> list[Any]:
+def split_by_sequence(dataset: Any, ratios: list[float] | None = None, seed: int | None = None) -> list[Any]:
     """Split an augmented RecBole ``SequentialDataset`` by whole sequences (users).
 
     Args:

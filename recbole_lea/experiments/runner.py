@@ -223,9 +223,7 @@ def run_one(
 
     def callback(epoch_idx: int, valid_score: float, valid_result: Any = None) -> None:
         result = {str(k): float(v) for k, v in dict(valid_result or {}).items()}
-        valid_curve.append(
-            {"epoch": int(epoch_idx), "valid_score": float(valid_score), "valid_result": result}
-        )
+        valid_curve.append({"epoch": int(epoch_idx), "valid_score": float(valid_score), "valid_result": result})
         if on_valid is not None:
             on_valid(int(epoch_idx), float(valid_score), result)
 

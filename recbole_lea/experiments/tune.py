@@ -331,9 +331,7 @@ def _summarise(
     param_names = [s.name for s in specs]
     _write_rows_csv(output_dir / "trials.csv", rows, first=["status", *param_names])
 
-    finished = [
-        r for r in rows if r["status"] == "OK" and _finite(r.get("valid_score"))
-    ]
+    finished = [r for r in rows if r["status"] == "OK" and _finite(r.get("valid_score"))]
     best: dict[str, Any] | None = None
     if finished:
         best = (max if bigger else min)(finished, key=lambda r: float(r["valid_score"]))
@@ -377,7 +375,7 @@ def _summarise(
             y_key,
             column,
             output_dir / f"heatmap_{x_key}_{y_key}.png",
-            title=f"{model} on {dataset}: validation {column[len('valid_'):]} (best epoch)",
+            title=f"{model} on {dataset}: validation {column[len('valid_') :]} (best epoch)",
         )
         summary["heatmap_png"] = str(path) if path else None
     write_json_atomic(output_dir / "best.json", summary)

@@ -136,8 +136,7 @@ class DoubleQRecommender(SequentialRecommender):
         self.backbone_name: str = config["backbone"]
         if self.backbone_name not in BACKBONES:
             raise ConfigError(
-                f"Unknown backbone '{self.backbone_name}' (option `backbone`): choose one of "
-                f"{', '.join(BACKBONES)}."
+                f"Unknown backbone '{self.backbone_name}' (option `backbone`): choose one of {', '.join(BACKBONES)}."
             )
         self.gamma: float = float(config["gamma"])
         self.neg_num: int = int(config["neg_num"])
@@ -146,9 +145,7 @@ class DoubleQRecommender(SequentialRecommender):
         self.reward_negative: float = float(config["reward_negative"])
         self.use_done: bool = bool(config["use_done"])
         self.target_dropout: bool = bool(config["target_dropout"])
-        self.switch_step: int | None = (
-            int(config["switch_step"]) if self.framework == "SA2C" else None
-        )
+        self.switch_step: int | None = int(config["switch_step"]) if self.framework == "SA2C" else None
         self.adv_clip: tuple[float, float] = (0.0, float(config["advantage_clip"] or 10.0))
         if self.neg_num < 1:
             raise ConfigError(f"Option `neg_num` must be >= 1, got {self.neg_num}.")
@@ -169,9 +166,7 @@ class DoubleQRecommender(SequentialRecommender):
         self.state_norm: bool = config["le_state_norm"] is not False
         self.le_negatives: str = config["le_negatives"] or "sampled"
         if self.le_negatives not in LE_NEGATIVES:
-            raise ConfigError(
-                f"Unknown `le_negatives` '{self.le_negatives}': choose one of {', '.join(LE_NEGATIVES)}."
-            )
+            raise ConfigError(f"Unknown `le_negatives` '{self.le_negatives}': choose one of {', '.join(LE_NEGATIVES)}.")
         # statistics of the LE fields over the training rows (buffers: saved with the model, so a
         # reloaded model needs no LE file): mean/std of the raw reward scores, per-dim of the state
         self.register_buffer("le_reward_stats", torch.tensor([0.0, 1.0]))  # [2] mean, std
@@ -184,12 +179,9 @@ class DoubleQRecommender(SequentialRecommender):
 
         # define layers: two complete networks (double Q-learning, no lagged copy)
         hidden = config["hidden_size"] if self.backbone_name == "SASRec" else config["embedding_size"]
-        q_in = {"none": hidden, "concat": hidden + self.le_state_dim, "only": self.le_state_dim}[
-            self.flags.le_state
-        ]
+        q_in = {"none": hidden, "concat": hidden + self.le_state_dim, "only": self.le_state_dim}[self.flags.le_state]
         self.nets = nn.ModuleList(
-            QNetwork(self.backbone_name, self.n_items, self.max_seq_length, q_in, config)
-            for _ in range(2)
+            QNetwork(self.backbone_name, self.n_items, self.max_seq_length, q_in, config) for _ in range(2)
         )
         # step counter for SA2C's phase switch (saved with the model)
         self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
@@ -345,7 +337,9 @@ class DoubleQRecommender(SequentialRecommender):
         pos = interaction[self.ITEM_ID]  # [B]
         B = pos.size(0)
         device = pos.device
-        done = interaction[DONE_FIELD] if (self.use_done and DONE_FIELD in interaction) else torch.zeros(B, device=device)
+        done = (
+            interaction[DONE_FIELD] if (self.use_done and DONE_FIELD in interaction) else torch.zeros(B, device=device)
+        )
         le_state = interaction["le_state"] if self.flags.le_state != "none" else None  # [B d]
         le_next_state = interaction["le_next_state"] if self.flags.le_state != "none" else None
 
