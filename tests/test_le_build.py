@@ -173,6 +173,33 @@ def test_killed_stage_leaves_nothing_and_rerun_reuses(
     build_le("tiny", data, dict(TINY_PROFILE), {**ov, "le_lr": 5e-4})
 
 
+def test_one_process_build_equals_a_resumed_one(
+    tmp_path: Path, tiny_llm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One process builds one LEModel (peft edits the LLM in place; a second one would inject the
+    adapter again) and writes the same files as a build whose featurization starts from the cached
+    le_train stage with a freshly loaded LLM."""
+    made: list[int] = []
+    orig_init = LEModel.__init__
+
+    def counting_init(self, *a, **k):  # type: ignore[no-untyped-def]
+        made.append(1)
+        orig_init(self, *a, **k)
+
+    monkeypatch.setattr(LEModel, "__init__", counting_init)
+    outs = []
+    for name, stop_first in (("one", False), ("resumed", True)):
+        data = tmp_path / name
+        write_tiny_dataset(data, n_users=8, max_len=15)
+        ov = _overrides(tiny_llm_dir, tmp_path / f"cache-{name}")
+        if stop_first:
+            build_le("tiny", data, dict(TINY_PROFILE), ov, _stop_after="le_train")
+        made.clear()
+        outs.append(build_le("tiny", data, dict(TINY_PROFILE), ov))
+        assert len(made) == 1, name  # resumed: le_train is cached, featurize builds the one model
+    assert (outs[0] / "tiny-lea.inter").read_bytes() == (outs[1] / "tiny-lea.inter").read_bytes()
+
+
 def test_stale_manifest_is_reported(built: dict, tmp_path: Path) -> None:
     import shutil
 

@@ -256,11 +256,16 @@ def build_le(
     from .model import LEModel, prefix_ids
     from .train import train_le
 
+    built: dict[str, LEModel] = {}
+
     def make_model(table: torch.Tensor) -> tuple[LEModel, list[int]]:
+        """One LEModel per process: get_peft_model edits the LLM in place, so a second LEModel over
+        the same LLM would inject the adapter again (peft warns). featurize loads its weights anyway."""
         llm, tok, _src, dev, _dt = holder.get()
-        torch.manual_seed(cfg.seed)
-        model = LEModel(llm, table, cfg).to(dev)
-        return model, prefix_ids(tok, cfg)
+        if "model" not in built:
+            torch.manual_seed(cfg.seed)
+            built["model"] = LEModel(llm, table, cfg).to(dev)
+        return built["model"], prefix_ids(tok, cfg)
 
     def do_train(out: Path) -> dict:
         table = torch.load(p_tok / "item_tokens.pt", weights_only=True)

@@ -67,7 +67,7 @@ def le_losses(model: LEModel, prefix: list[int], batch: list[tuple[ChunkSpec, np
         "l_rm": l_rm,
         "l_sm": l_sm,
         "acc": (diff > 0).float().mean(),
-        "margin": diff.mean(),
+        "margin": diff.detach().mean(),
         "n": torch.tensor(len(diff)),
     }
 
@@ -107,12 +107,12 @@ def train_le(
             opt.step()
             w = int(terms["n"])
             sums["loss"] += float(loss.detach()) * w
-            sums["l_rm"] += float(terms["l_rm"]) * w
-            sums["l_sm"] += float(terms["l_sm"]) * w
+            sums["l_rm"] += float(terms["l_rm"].detach()) * w
+            sums["l_sm"] += float(terms["l_sm"].detach()) * w
             sums["accuracy"] += float(terms["acc"]) * w
             sums["margin"] += float(terms["margin"]) * w
             count += w
-            bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(terms['acc']):.2f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{float(terms['acc']):.2f}")
         ep = {k: v / max(count, 1) for k, v in sums.items()}
         ep["epoch"] = epoch + 1
         ep["pairs"] = count
