@@ -9,6 +9,9 @@ Reported over the training rows that carry LE values (``le_train`` = 1):
   the build's random negative (ties count half), and the mean margin in units of the scores' std;
 - ``popularity_pairwise``: the same comparison made by training-set popularity alone (how often
   each item occurs as a training target): a reward model that knew nothing but popularity;
+- ``reward_pairwise_older`` / ``popularity_pairwise_older``: both figures on the rows before each
+  user's last ``--older_than_last`` LE rows (``older_rows`` of them): targets the LE never trained
+  on, whichever users it sampled, so the reward's figure there is free of memorisation;
 - ``aug_hit``: share of augmented rows whose LE-chosen action is the true next item;
 - ``reward_item_share``: share of the positive rewards' variance explained by the item alone
   (between-item variance / total): how much of the LE reward is a per-item bias rather than a
@@ -82,7 +85,16 @@ def target_count(le: pd.DataFrame, col: str, counts: pd.Series) -> np.ndarray:
     return le[col].map(counts).fillna(0).to_numpy()
 
 
-def probe(df: pd.DataFrame) -> dict[str, float]:
+def older_rows(le: pd.DataFrame, last_n: int) -> np.ndarray:
+    """Mask of the LE rows before each user's last ``last_n`` LE rows: never an LE training target
+    when the LE trained on at most ``le_train_max_steps_per_user`` = ``last_n`` rows per user."""
+    order = np.lexsort((np.arange(len(le)), le["timestamp"].astype(float).to_numpy(), le["user_id"].to_numpy()))
+    from_end = np.empty(len(le), dtype=np.int64)
+    from_end[order] = le.iloc[order].groupby("user_id", sort=False).cumcount(ascending=False).to_numpy()
+    return from_end >= last_n
+
+
+def probe(df: pd.DataFrame, last_n: int = 50) -> dict[str, float]:
     rows = le_row_mask(df)
     le = df[rows]
     r_pos = le["le_reward"].astype(float).to_numpy()
@@ -95,11 +107,16 @@ def probe(df: pd.DataFrame) -> dict[str, float]:
     by_item = pd.Series(r_pos).groupby(le["item_id"].to_numpy())
     item_mean = by_item.transform("mean").to_numpy()
     per_item = by_item.mean()
+    old = older_rows(le, last_n)
     return {
         "le_rows": int(rows.sum()),
         "reward_pairwise": pairwise(r_pos, r_neg),
         "reward_margin_std": float((r_pos - r_neg).mean() / std),
         "popularity_pairwise": pairwise(pop_pos, pop_neg),
+        "older_rows": int(old.sum()),
+        "older_than_last": last_n,
+        "reward_pairwise_older": pairwise(r_pos[old], r_neg[old]) if old.any() else float("nan"),
+        "popularity_pairwise_older": pairwise(pop_pos[old], pop_neg[old]) if old.any() else float("nan"),
         "augmented_rows": len(aug),
         "aug_hit": float((aug["le_aug_id"] == aug["item_id"]).mean()) if len(aug) else float("nan"),
         "reward_item_share": float(item_mean.var() / max(r_pos.var(), 1e-12)),
@@ -161,6 +178,13 @@ def main() -> None:
         default=None,
         help="write a copy with a popularity prior added to the rewards",
     )
+    ap.add_argument(
+        "--older_than_last",
+        type=int,
+        default=50,
+        help="also report the figures on rows before each user's last N LE rows (the cpu profile's "
+        "le_train_max_steps_per_user: rows the LE never trained on as targets)",
+    )
     ap.add_argument("--beta", type=float, default=1.0, help="weight of the popularity prior, in reward std units")
     args = ap.parse_args()
     if not args.inter.is_file():
@@ -171,7 +195,7 @@ def main() -> None:
     ]
     if missing:
         raise SystemExit(f"error: {args.inter} lacks the LE column(s) {', '.join(missing)}: rebuild the LE")
-    res = {"file": str(args.inter), **probe(df)}
+    res = {"file": str(args.inter), **probe(df, args.older_than_last)}
     print(json.dumps(res, indent=1))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
