@@ -30,6 +30,18 @@ def torch_load(path: str, map_location: Any = None) -> Any:
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
+def unpickled_config(config: Any) -> Any:
+    """A RecBole ``Config`` read back from a checkpoint, made usable in a fresh process.
+
+    numpy 1.24 removed ``np.float``, which RecBole 1.2.1's ``Dataset._fill_nan`` reads for every
+    ``float_seq`` field (the LE states). RecBole restores the alias in ``Config.__init__``
+    (``compatibility_settings``), which unpickling skips, so reloading an LEA checkpoint in a new
+    process failed with "module 'numpy' has no attribute 'float'". Run the same method here.
+    """
+    config.compatibility_settings()
+    return config
+
+
 def _disable_anomaly_detection() -> None:
     # recbole/model/sequential_recommender/sine.py calls
     # torch.autograd.set_detect_anomaly(True) at import time, for the whole process, which

@@ -347,7 +347,7 @@ def load_data_and_model(model_file: str, config_dict: dict[str, Any] | None = No
     ``config_dict`` overrides saved options (e.g. ``data_path`` on another machine).
     """
     checkpoint = compat.torch_load(model_file, map_location="cpu")
-    config = checkpoint["config"]
+    config = compat.unpickled_config(checkpoint["config"])
     for key, value in (config_dict or {}).items():
         config[key] = value
     init_seed(config["seed"], config["reproducibility"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -227,6 +229,14 @@ def test_save_reload_gives_identical_scores(name: str, tiny_config: dict) -> Non
     again = trainer.evaluate(test, load_best_model=False)
     for k, v in result["test_result"].items():
         assert again[k] == pytest.approx(v, abs=1e-4)
+    # a fresh process (no RecBole Config built yet) reloads it too
+    code = (
+        "import sys; from recbole_lea.quick_start import load_data_and_model; "
+        "print(load_data_and_model(sys.argv[1])[1].__class__.__name__)"
+    )
+    fresh = subprocess.run([sys.executable, "-c", code, result["model_file"]], capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert fresh.stdout.strip().splitlines()[-1] == name
     if name.endswith("_LEA"):
         # serving: no LE file, no LE field, same ranking
         _, served, ds, _, _, base_test = load_for_serving(result["model_file"])
