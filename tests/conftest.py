@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from recbole_lea.le.testing import LEA_INTER_HEADER
+
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -81,20 +83,7 @@ def write_fake_le_dataset(root: Path, base: pd.DataFrame, name: str = "tiny", di
     lea = f"{name}-lea"
     folder = root / lea
     folder.mkdir(parents=True, exist_ok=True)
-    header = [
-        "user_id:token",
-        "item_id:token",
-        "timestamp:float",
-        "le_train:float",
-        "le_reward:float",
-        "le_neg_id:token",
-        "le_neg_reward:float",
-        "le_aug_id:token",
-        "le_aug_reward:float",
-        "le_aug_mask:float",
-        "le_state:float_seq",
-        "le_next_state:float_seq",
-    ]
+    header = list(LEA_INTER_HEADER)
     df.to_csv(folder / f"{lea}.inter", sep="\t", index=False, header=header)
     return folder
 

@@ -18,7 +18,13 @@ from recbole_lea.le.build import build_le, check_le_dataset
 from recbole_lea.le.data import LEInputError
 from recbole_lea.le.model import LEModel
 from recbole_lea.le.rows import training_row_mask
-from recbole_lea.le.testing import TINY_DATASET_KEYS, TINY_PROFILE, save_tiny_llm, write_tiny_dataset
+from recbole_lea.le.testing import (
+    LEA_INTER_HEADER,
+    TINY_DATASET_KEYS,
+    TINY_PROFILE,
+    save_tiny_llm,
+    write_tiny_dataset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,21 +81,7 @@ def test_output_format_and_neutral_rows(built: dict) -> None:
         assert (out / f).exists(), f
     base = pd.read_csv(built["data"] / "tiny" / "tiny.inter", sep="\t", dtype=str)
     lea = pd.read_csv(out / "tiny-lea.inter", sep="\t", dtype=str)
-    expected_cols = [
-        "user_id:token",
-        "item_id:token",
-        "timestamp:float",
-        "le_train:float",
-        "le_reward:float",
-        "le_neg_id:token",
-        "le_neg_reward:float",
-        "le_aug_id:token",
-        "le_aug_reward:float",
-        "le_aug_mask:float",
-        "le_state:float_seq",
-        "le_next_state:float_seq",
-    ]
-    assert list(lea.columns) == expected_cols
+    assert list(lea.columns) == list(LEA_INTER_HEADER)
     for c in ("user_id:token", "item_id:token", "timestamp:float"):
         assert (lea[c].to_numpy() == base[c].to_numpy()).all()  # same rows, same order, same values
     df = base.rename(columns=lambda c: c.split(":")[0])

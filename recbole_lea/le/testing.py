@@ -7,6 +7,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+#: the LE atomic .inter file's columns, in order, for a base file user_id/item_id/timestamp
+#: (the contract of docs/architecture.md, "LE atomic files")
+LEA_INTER_HEADER = (
+    "user_id:token",
+    "item_id:token",
+    "timestamp:float",
+    "le_train:float",
+    "le_reward:float",
+    "le_neg_id:token",
+    "le_neg_reward:float",
+    "le_aug_id:token",
+    "le_aug_reward:float",
+    "le_aug_mask:float",
+    "le_state:float_seq",
+    "le_next_state:float_seq",
+)
+
 WORDS = (
     "the user has watched these movies in chronological order rate how likely last is to be "
     "next choice movie titled released genres comedy drama action horror romance thriller "
