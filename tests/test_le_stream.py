@@ -14,8 +14,8 @@ from recbole_lea.le.testing import tiny_llm
 from recbole_lea.le.train import train_le
 
 
-def _model(cfg: LEConfig, n_items: int = 20, seed: int = 1) -> tuple[LEModel, list[int]]:
-    llm, tok = tiny_llm()
+def _model(cfg: LEConfig, n_items: int = 20, seed: int = 1, arch: str = "llama") -> tuple[LEModel, list[int]]:
+    llm, tok = tiny_llm(arch=arch)
     torch.manual_seed(seed)
     model = LEModel(llm, torch.randn(n_items, 32) * 0.5, cfg)
     for name, p in model.named_parameters():
@@ -24,10 +24,11 @@ def _model(cfg: LEConfig, n_items: int = 20, seed: int = 1) -> tuple[LEModel, li
     return model.eval(), prefix_ids(tok, cfg)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
 @pytest.mark.parametrize("lengths", [(2, 5, 7), (13, 17, 30)])
-def test_streaming_equals_naive(lengths: tuple[int, ...]) -> None:
+def test_streaming_equals_naive(lengths: tuple[int, ...], arch: str) -> None:
     cfg = LEConfig(le_history_len=3, le_chunk_len=8, le_item_noun="movie")
-    model, prefix = _model(cfg)
+    model, prefix = _model(cfg, arch=arch)
     rng = np.random.default_rng(0)
     streams = [rng.integers(0, 20, size=n) for n in lengths]
     branches = [rng.integers(-1, 20, size=(n - 1, 3)) for n in lengths]
@@ -105,3 +106,22 @@ def test_item_tokens_learn_their_sentence() -> None:
     assert rep["final_loss"] < rep0["final_loss"] and rep["token_accuracy"] > rep0["token_accuracy"]
     assert table.shape == table0.shape == (2, 32)
     assert all(p.grad is None and not p.requires_grad for p in llm.parameters())  # LLM frozen
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_item_tokens_start_on_the_embedding_modules_scale(arch: str) -> None:
+    """Gemma's embedding module multiplies its table by sqrt(hidden); an item token replaces a module
+    output, so its mean init must be on that scale (on the raw table it would be 5.7x too small here)."""
+    from recbole_lea.le.item_tokens import encode_sentences, init_item_tokens
+
+    llm, tok = tiny_llm(arch=arch)
+    sents = encode_sentences(tok, [("", " movie is titled a b c"), ("", " movie is titled d e")], LEConfig())
+    table = init_item_tokens(llm, sents, LEConfig(le_token_init="mean"), seed=0)
+    module = llm.get_input_embeddings()
+    for row, s in zip(table, sents, strict=True):
+        ids = torch.tensor(s.text)
+        torch.testing.assert_close(row, module(ids).mean(0).detach())
+    scale = float(getattr(module, "embed_scale", 1.0))
+    assert scale == pytest.approx(1.0 if arch == "llama" else 32**0.5)
+    rand = init_item_tokens(llm, sents, LEConfig(le_token_init="random"), seed=0)
+    assert 0.5 < rand.std().item() / module(torch.arange(len(tok))).std().item() < 2.0

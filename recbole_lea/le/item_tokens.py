@@ -43,14 +43,23 @@ def encode_sentences(tokenizer, sentences: list[tuple[str, str]], cfg: LEConfig)
 
 
 def init_item_tokens(llm: nn.Module, sents: list[ItemSentence], cfg: LEConfig, seed: int) -> torch.Tensor:
-    emb = llm.get_input_embeddings().weight.detach().float().cpu()
+    """Item tokens on the scale the LLM's embedding *module* outputs: some LLMs (Gemma) multiply the
+    table by sqrt(hidden) in the module, and item tokens replace module outputs in the input."""
+    module = llm.get_input_embeddings()
+    dev = module.weight.device
+
+    @torch.no_grad()
+    def words(ids: list[int] | torch.Tensor) -> torch.Tensor:  # [n H]
+        return module(torch.as_tensor(ids, dtype=torch.long, device=dev)).float().cpu()
+
     if cfg.le_token_init == "random":
         g = torch.Generator().manual_seed(seed)
-        std = emb.std().item()
-        return torch.randn(len(sents), emb.shape[1], generator=g) * std
+        out = torch.randn(len(sents), module.weight.shape[1], generator=g)
+        sample = torch.randint(0, module.weight.shape[0], (4096,), generator=torch.Generator().manual_seed(seed))
+        return out * words(sample).std().item()
     if cfg.le_token_init != "mean":
         raise ValueError(f"le_token_init must be mean|random, got {cfg.le_token_init!r}")
-    return torch.stack([emb[torch.tensor(s.text, dtype=torch.long)].mean(0) for s in sents])
+    return torch.stack([words(s.text).mean(0) for s in sents])
 
 
 def _batch(sents: list[ItemSentence], pad_id: int, device) -> tuple[torch.Tensor, ...]:

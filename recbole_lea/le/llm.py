@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -89,7 +90,31 @@ class ModelSource:
     fingerprint: str  # sha256 of the weights
 
 
-def _embedded_gguf(name: str) -> Path:
+def _assembled_gguf(module: str, pip_name: str, cache: Path) -> Path:
+    """A GGUF shipped in chunk packages (e.g. gemma3-270m): joined once into the cache, sha256 checked."""
+    pkg = importlib.import_module(module)
+    target = cache / "gguf" / pkg.MODEL_NAME
+    try:
+        pkg.verify_chunks()
+    except (ImportError, FileNotFoundError) as exc:
+        raise LEInputError(
+            f"{pip_name} is installed without all of its chunk packages ({exc}); "
+            f"reinstall it with them: pip install --force-reinstall {pip_name}"
+        ) from exc
+    if not target.exists():
+        logger.info("joining the %s chunks into %s (one time)", pip_name, target)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pkg.assemble(output_path=tmp, overwrite=True)  # checks the sha256 it ships
+        except ValueError as exc:
+            tmp.unlink(missing_ok=True)
+            raise LEInputError(f"{pip_name}: the joined chunks fail its sha256 check ({exc}); reinstall it") from exc
+        os.replace(tmp, target)
+    return target
+
+
+def _embedded_gguf(name: str, cache: Path) -> Path:
     module, pip_name, fname = EMBEDDED[name]
     if importlib.util.find_spec("gguf") is None:
         raise LEInputError(
@@ -108,6 +133,8 @@ def _embedded_gguf(name: str) -> Path:
             raise LEInputError(f"{path} missing from the {pip_name} install; reinstall: pip install {pip_name}")
         return path
     found = sorted(folder.rglob("*.gguf"))
+    if not found and hasattr(importlib.import_module(module), "assemble"):
+        return _assembled_gguf(module, pip_name, cache)
     if not found:
         raise LEInputError(f"no .gguf file found under {folder} ({pip_name}); reinstall it: pip install {pip_name}")
     return found[0]
@@ -127,7 +154,7 @@ def model_source(cfg: LEConfig) -> ModelSource:
     name = cfg.le_model
     cache = cfg.cache_dir()
     if name in EMBEDDED:
-        path = _embedded_gguf(name)
+        path = _embedded_gguf(name, cache)
         return ModelSource(name, "gguf", path, file_sha256(path, cache))
     path = Path(name).expanduser()
     if not path.exists():

@@ -45,12 +45,12 @@ def tiny_tokenizer():
     )
 
 
-def tiny_llm(seed: int = 0, vocab_size: int | None = None):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def tiny_llm(seed: int = 0, vocab_size: int | None = None, arch: str = "llama"):
+    """A random causal LM with hidden size 32.  arch: 'llama' (SmolLM2's architecture) or 'gemma3'
+    (gemma3-270m's: scaled word embeddings, sliding-window layers)."""
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
+    sizes = dict(
         vocab_size=vocab_size or len(tok),
         hidden_size=32,
         intermediate_size=64,
@@ -63,7 +63,17 @@ def tiny_llm(seed: int = 0, vocab_size: int | None = None):
         pad_token_id=3,
         tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(cfg)
+    if arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        model = LlamaForCausalLM(LlamaConfig(**sizes))
+    elif arch == "gemma3":
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        layers = ["sliding_attention", "full_attention"]
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**sizes, head_dim=8, sliding_window=512, layer_types=layers))
+    else:
+        raise ValueError(f"arch must be llama|gemma3, got {arch!r}")
     model.config._attn_implementation = "sdpa"
     return model.eval(), tok
 
