@@ -125,3 +125,15 @@ def test_item_tokens_start_on_the_embedding_modules_scale(arch: str) -> None:
     assert scale == pytest.approx(1.0 if arch == "llama" else 32**0.5)
     rand = init_item_tokens(llm, sents, LEConfig(le_token_init="random"), seed=0)
     assert 0.5 < rand.std().item() / module(torch.arange(len(tok))).std().item() < 2.0
+
+
+def test_sequence_longer_than_a_sliding_window_is_refused() -> None:
+    """Explicit 4D masks replace the LLM's own, so a sliding window would silently not apply."""
+    from recbole_lea.le.data import LEInputError
+
+    cfg = LEConfig(le_history_len=3, le_chunk_len=8)
+    model, prefix = _model(cfg, arch="gemma3")
+    model.body_config().sliding_window = len(prefix) + 4
+    rng = np.random.default_rng(0)
+    with pytest.raises(LEInputError, match="sliding window.*le_chunk_len"):
+        stream_features(model, prefix, [rng.integers(0, 20, size=12)], [rng.integers(-1, 20, size=(11, 3))], cfg)

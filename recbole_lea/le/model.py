@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .config import LEConfig
+from .data import LEInputError
 
 
 def plan_chunks(n: int, chunk_len: int, history_len: int) -> list[tuple[int, int, int, int]]:
@@ -146,6 +147,13 @@ class LEModel(nn.Module):
         return torch.where((item_ids >= 0).unsqueeze(-1), items, words)
 
     def hidden(self, embeds: torch.Tensor, mask4d: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        window = getattr(self.body_config(), "sliding_window", None)
+        if window and embeds.shape[1] > window:
+            # our explicit 4D masks replace the model's own, so a sliding window would not be applied
+            raise LEInputError(
+                f"an LE sequence of {embeds.shape[1]} tokens exceeds the LLM's sliding window ({window}); "
+                f"lower le_chunk_len (items per chunk, in training and featurization)"
+            )
         out = self.body()(inputs_embeds=embeds, attention_mask=mask4d, position_ids=position_ids, use_cache=False)
         return out.last_hidden_state
 
