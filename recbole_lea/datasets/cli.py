@@ -40,7 +40,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--max-bad-lines",
         default=DEFAULT_MAX_BAD,
         metavar="N|P%",
-        help=f"fail when a file has more malformed lines than N, or than P%% of its lines (default {DEFAULT_MAX_BAD})",
+        help="fail when a file has more malformed lines than N, or than P%% of its lines "
+        f"(default {DEFAULT_MAX_BAD.replace('%', '%%')})",
     )
     g.add_argument(
         "--max-words",
