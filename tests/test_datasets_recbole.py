@@ -93,3 +93,18 @@ def test_tracked_yaml_is_a_valid_recbole_config(name: str, tmp_path: Path) -> No
     assert config["normalize_all"] is False
     assert config["load_col"]["inter"] == ["user_id", "item_id", "timestamp"]
     assert config["le_item_template"].startswith("[item] ")
+
+
+def test_csv_without_items_loads_in_recbole(tmp_path: Path) -> None:
+    """Ids-only .item (no items file): one column, read by RecBole as the item ids."""
+    from recbole_lea.datasets import convert_csv
+
+    inter = tmp_path / "log.csv"
+    inter.write_text("user_id,item_id,t\n" + "".join(f"u{u},i{(u + j) % 5},{j}\n" for u in range(6) for j in range(4)))
+    yaml_file = tmp_path / "log.yaml"
+    convert_csv(
+        str(inter), None, "log", ConvertOptions(out=str(tmp_path / "data"), yaml_out=str(yaml_file)), time_col="t"
+    )
+    _, ds = recbole_dataset("log", tmp_path / "data", yaml_file, tmp_path)
+    assert ds.user_num == 7 and ds.item_num == 6 and ds.inter_num == 24
+    assert list(ds.item_feat.columns) == ["item_id"] and len(ds.item_feat) == 6

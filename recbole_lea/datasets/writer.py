@@ -348,7 +348,7 @@ def write_item_file(
                 cells.append(text)
             if not any(cells):
                 no_text += 1
-            fh.write(ev.item_tokens[code] + "\t" + "\t".join(cells) + "\n")
+            fh.write("\t".join([ev.item_tokens[code], *cells]) + "\n")  # no trailing tab without fields
     report.set("items_without_metadata", missing)
     report.set("items_without_any_text", no_text)
     report.set("text_values_truncated", truncated)
