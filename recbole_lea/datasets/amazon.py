@@ -41,9 +41,10 @@ AMAZON_FIELDS = [
 ]
 AMAZON_TEMPLATE = "[item] product is titled {title}, brand: {brand}, categories: {category}, description: {description}"
 AMAZON_NOUN = "product"
+AMAZON_VERB = "bought"
 
 
-def amazon_spec(name: str, command: str, time_comment: str | None = None) -> DatasetSpec:
+def amazon_spec(name: str, command: str, time_comment: str | None = None, verb: str | None = None) -> DatasetSpec:
     return DatasetSpec(
         name=name,
         text_fields=list(AMAZON_FIELDS),
@@ -51,6 +52,7 @@ def amazon_spec(name: str, command: str, time_comment: str | None = None) -> Dat
         noun=AMAZON_NOUN,
         command=command,
         time_comment=time_comment or "orders each sequence (unixReviewTime, day resolution: ties keep file order)",
+        verb=verb or AMAZON_VERB,
     )
 
 
@@ -170,7 +172,7 @@ def convert_amazon(
     """Convert one Amazon 2018 category; returns the report (the dataset is in ``opts.out``)."""
     opts = opts or ConvertOptions()
     name = name or default_name(reviews)
-    spec = amazon_spec(name, "amazon")
+    spec = amazon_spec(name, "amazon", verb=opts.verb)
     spec.validate()
     report = ConversionReport(name=name, command="amazon")
     buf = read_reviews(reviews, opts, report)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from recbole_lea.datasets.common import DEFAULT_MAX_BAD, DEFAULT_MAX_WORDS, BadLimit, ConvertOptions, DatasetError
-from recbole_lea.datasets.writer import ConversionReport
+from recbole_lea.datasets.writer import ConversionReport, check_verb
 
 EPILOG = """Every converter writes <out>/<name>/<name>.inter, <name>.item, <name>.yaml and
 conversion_report.json (atomically), and the dataset yaml to properties/dataset/<name>.yaml
@@ -55,7 +55,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="drop rows repeating an earlier (user, item, timestamp); default: keep and report them",
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bars and no report on stdout")
+    g.add_argument(
+        "--verb",
+        default=None,
+        help="le_item_verb of the dataset yaml, for the LE instruction 'The user has <verb> these <noun>s' "
+        "(default: watched for ml100k, bought for amazon and lcrec, 'listened to' for lfm1b, "
+        "'interacted with' for csv)",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars and no report on stdout (warnings still)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +162,8 @@ def _options(args: argparse.Namespace, name: str) -> ConvertOptions:
         yaml_out = None
     if args.max_words < 0:
         raise DatasetError(f"--max-words {args.max_words} must be >= 0")
+    if args.verb is not None:
+        check_verb(args.verb)
     return ConvertOptions(
         out=args.out,
         yaml_out=yaml_out,
@@ -163,6 +172,7 @@ def _options(args: argparse.Namespace, name: str) -> ConvertOptions:
         max_words=args.max_words or None,
         drop_duplicates=args.drop_duplicates,
         progress=not args.quiet and sys.stderr.isatty(),
+        verb=args.verb,
     )
 
 

@@ -359,6 +359,7 @@ class ConvertOptions:
     max_words: int | None = DEFAULT_MAX_WORDS  # --max-words: words kept per text value
     drop_duplicates: bool = False  # --drop-duplicates: drop repeated (user, item, time) rows
     progress: bool = False  # tqdm bars on stderr
+    verb: str | None = None  # --verb: le_item_verb of the dataset yaml (None: the converter's own)
 
     def bad_lines(self, path: str) -> BadLines:
         return BadLines(path=path, limit=self.max_bad)

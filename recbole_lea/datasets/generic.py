@@ -25,6 +25,7 @@ from recbole_lea.datasets.common import (
     open_binary,
 )
 from recbole_lea.datasets.writer import (
+    DEFAULT_VERB,
     ConversionReport,
     DatasetSpec,
     TextField,
@@ -118,6 +119,7 @@ def convert_csv(
         template=template if template and text_cols else "[item]",
         noun=noun,
         command="csv",
+        verb=opts.verb or DEFAULT_VERB,
     ).validate()
     report = ConversionReport(name=name, command="csv")
     isep = guess_sep(inter, sep)
@@ -200,6 +202,7 @@ def convert_csv(
         template=template or default_template(noun, [_field_name(f) for f in fields]),
         noun=noun,
         command="csv",
+        verb=opts.verb or DEFAULT_VERB,
         time_comment=(f"orders each sequence (column {time_col})" if time_col else "file position (no time column)"),
     )
     spec.validate()

@@ -78,7 +78,7 @@ def convert_lcrec(
         if unknown:
             raise DatasetError(f"--fields names {unknown}; the .item fields are {sorted(keys)}")
         keys.update(field_keys)
-    spec = amazon_spec(name, "lcrec", "file position (LC-Rec has no time): keeps each sequence's order")
+    spec = amazon_spec(name, "lcrec", "file position (LC-Rec has no time): keeps each sequence's order", verb=opts.verb)
     spec.validate()
     report = ConversionReport(name=name, command="lcrec")
 

@@ -63,7 +63,10 @@ LFM_TEMPLATE = "[item] track is titled {title}, from the album {album}, by {arti
 DAY = 86400
 
 
-def lfm_spec(name: str) -> DatasetSpec:
+LFM_VERB = "listened to"
+
+
+def lfm_spec(name: str, verb: str | None = None) -> DatasetSpec:
     return DatasetSpec(
         name=name,
         text_fields=list(LFM_FIELDS),
@@ -71,6 +74,7 @@ def lfm_spec(name: str) -> DatasetSpec:
         noun="track",
         command="lfm1b",
         time_comment="orders each sequence (unix seconds of the listening event)",
+        verb=verb or LFM_VERB,
     )
 
 
@@ -176,7 +180,7 @@ def convert_lfm1b(
 ) -> ConversionReport:
     """Convert LFM-1b (optionally a time window of it); returns the report."""
     opts = opts or ConvertOptions()
-    spec = lfm_spec(name)
+    spec = lfm_spec(name, opts.verb)
     spec.validate()
     columns = columns or {}
     cols = {kind: Columns.parse(kind, columns.get(kind)) for kind in FILES}

@@ -25,9 +25,10 @@ ML100K_FIELDS = [
     TextField("class", "token_seq"),
 ]
 ML100K_TEMPLATE = "[item] movie is titled {movie_title}, released {release_year}, genres: {class}"
+ML100K_VERB = "watched"
 
 
-def ml100k_spec() -> DatasetSpec:
+def ml100k_spec(verb: str | None = None) -> DatasetSpec:
     return DatasetSpec(
         name=NAME,
         text_fields=list(ML100K_FIELDS),
@@ -35,6 +36,7 @@ def ml100k_spec() -> DatasetSpec:
         noun="movie",
         command="ml100k",
         time_comment="orders each sequence (unix seconds; the wheel's row order is kept)",
+        verb=verb or ML100K_VERB,
     )
 
 
@@ -59,7 +61,7 @@ def _columns(header: str, path: str, wanted: list[str]) -> list[int]:
 def convert_ml100k(opts: ConvertOptions | None = None, *, overwrite: bool = True) -> ConversionReport:
     """Convert the wheel's ml-100k into ``opts.out/ml-100k/``."""
     opts = opts or ConvertOptions()
-    spec = ml100k_spec()
+    spec = ml100k_spec(opts.verb)
     report = ConversionReport(name=NAME, command="ml100k")
     src = wheel_dir()
     inter_path = os.path.join(src, f"{NAME}.inter")

@@ -26,6 +26,9 @@ _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _RESERVED = {"user_id", "item_id", "timestamp"}
 _CHUNK = 1 << 18
+_WORDS = re.compile(r"[A-Za-z][A-Za-z' -]*")
+#: ``le_item_verb`` when a converter has no better one: "The user has interacted with these items".
+DEFAULT_VERB = "interacted with"
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class TextField:
 
 @dataclass
 class DatasetSpec:
-    """What the yaml says about a dataset: its text fields, LE sentence template and noun."""
+    """What the yaml says about a dataset: its text fields, LE sentence template, noun and verb
+    (the LE instruction reads "The user has <verb> these <noun>s ...")."""
 
     name: str
     text_fields: list[TextField]
@@ -46,6 +50,7 @@ class DatasetSpec:
     noun: str
     command: str  # sub-command of `python -m recbole_lea.datasets` that writes it
     time_comment: str = "orders each sequence (unix seconds)"
+    verb: str = DEFAULT_VERB
 
     def validate(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -69,6 +74,16 @@ class DatasetSpec:
             raise DatasetError(f"item template {self.template!r} names {unknown}, which are not text fields {names}")
         if not re.fullmatch(r"[A-Za-z][A-Za-z -]*", self.noun):
             raise DatasetError(f"item noun {self.noun!r} must be a plain word, e.g. product")
+        check_verb(self.verb)
+
+
+def check_verb(verb: str) -> None:
+    """``--verb``: a past participle for "The user has <verb> these <noun>s" (letters, spaces, ' and -)."""
+    if not _WORDS.fullmatch(verb) or verb != verb.strip() or "  " in verb:
+        raise DatasetError(
+            f"--verb {verb!r} must be plain words completing 'The user has ___ these items', "
+            "e.g. watched, bought, 'listened to'"
+        )
 
 
 def default_template(noun: str, fields: Sequence[str]) -> str:
@@ -266,6 +281,7 @@ def render_yaml(spec: DatasetSpec) -> str:
             "item sentence: [item] = the item token, {field} = .item column",
         ),
         ("le_item_noun", spec.noun, "noun of the LE instruction prompt"),
+        ("le_item_verb", json.dumps(spec.verb), f"the LE instruction: 'The user has {spec.verb} these {spec.noun}s'"),
     ]
     width = min(max(len(k) + 2 + len(v) for k, v, _ in rows), 56)
     out = [
