@@ -14,6 +14,15 @@ from recbole_lea.datasets.ml100k import ensure_ml100k
 REPO = Path(__file__).resolve().parents[1]
 
 
+def tracked_yaml(name: str) -> Path:
+    """The shipped dataset yaml: ``recbole_lea/properties/dataset/`` (the package's copy), or
+    ``properties/dataset/`` where a checkout still has it there."""
+    for folder in (REPO / "recbole_lea" / "properties" / "dataset", REPO / "properties" / "dataset"):
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    raise AssertionError(f"no shipped dataset yaml {name}.yaml")
+
+
 def recbole_dataset(name: str, data_path: Path, yaml_file: Path, tmp_path: Path) -> tuple[Any, Any]:
     from recbole.config import Config
     from recbole.data import create_dataset
@@ -35,7 +44,7 @@ def recbole_dataset(name: str, data_path: Path, yaml_file: Path, tmp_path: Path)
 
 def test_ml100k_loads_in_recbole(tmp_path: Path) -> None:
     ensure_ml100k(str(tmp_path))
-    _, ds = recbole_dataset("ml-100k", tmp_path, REPO / "properties" / "dataset" / "ml-100k.yaml", tmp_path)
+    _, ds = recbole_dataset("ml-100k", tmp_path, tracked_yaml("ml-100k"), tmp_path)
     assert ds.user_num == 944 and ds.item_num == 1683 and ds.inter_num == 100000  # + [PAD]
     assert {"movie_title", "release_year", "class"} <= set(ds.item_feat.columns)
     assert "rating" not in ds.inter_feat.columns
@@ -83,7 +92,7 @@ def test_tracked_yaml_is_a_valid_recbole_config(name: str, tmp_path: Path) -> No
     config = Config(
         model="SASRec",
         dataset=name,
-        config_file_list=[str(REPO / "properties" / "dataset" / f"{name}.yaml")],
+        config_file_list=[str(tracked_yaml(name))],
         config_dict={
             "data_path": str(tmp_path),
             "train_neg_sample_args": None,

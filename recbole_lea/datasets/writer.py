@@ -87,9 +87,11 @@ def check_verb(verb: str) -> None:
 
 
 def default_template(noun: str, fields: Sequence[str]) -> str:
-    """``[item] <noun> <field>: {field}, ...`` for sources without a hand-written sentence."""
-    parts = ", ".join(f"{f.replace('_', ' ')}: {{{f}}}" for f in fields)
-    return f"[item] {noun} {parts}" if parts else f"[item] {noun}"
+    """``[item] {title}, {category}, {brand}`` for sources without a hand-written sentence: the
+    item text only, in field order, so a cut sentence (the cpu profile keeps 8 tokens) spends its
+    tokens on the values, not on field names. Without text fields: ``[item] <noun>``."""
+    parts = ", ".join(f"{{{f}}}" for f in fields)
+    return f"[item] {parts}" if parts else f"[item] {noun}"
 
 
 # --------------------------------------------------------------------------- report
