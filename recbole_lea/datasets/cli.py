@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from recbole_lea.datasets.common import DEFAULT_MAX_BAD, DEFAULT_MAX_WORDS, BadLimit, ConvertOptions, DatasetError
-from recbole_lea.datasets.writer import ConversionReport, check_verb
+from recbole_lea.datasets.writer import ConversionReport, check_verb, logger
 
 EPILOG = """Every converter writes <out>/<name>/<name>.inter, <name>.item, <name>.yaml and
 conversion_report.json (atomically), and the dataset yaml to properties/dataset/<name>.yaml
@@ -130,15 +131,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="dataset name (default: the interactions file's stem)")
     p.add_argument("--user-col", default="user_id", help="user column (default user_id)")
     p.add_argument("--item-col", default="item_id", help="item column (default item_id)")
-    p.add_argument("--time-col", default=None, help="time column (default: none; file order is kept)")
-    p.add_argument("--time-format", default=None, help="strptime format of the time column (default: numbers)")
+    p.add_argument(
+        "--time-col",
+        default=None,
+        metavar="COL[,COL...]",
+        help="time column, or several read together (e.g. year,month,day); 'none' = file order "
+        "(default: the column 'timestamp' if there is one, else file order, with a warning)",
+    )
+    p.add_argument(
+        "--time-format",
+        default=None,
+        help="strptime format of the time (several --time-col values are joined with spaces: e.g. "
+        "'%%Y %%m %%d'); default: one column holds numbers, several hold year, month, day[, hour, minute, second]",
+    )
     p.add_argument("--item-id-col", default=None, help="id column of the items file (default: --item-col)")
     p.add_argument("--text-cols", default=None, help="comma-separated text columns (default: every other column)")
     p.add_argument("--token-cols", default="", help="text columns written as one token, not words (e.g. brand)")
-    p.add_argument("--sep", default=None, help="separator (default: tab for .tsv/.tab/.txt, else comma)")
-    p.add_argument("--items-sep", default=None, help="separator of the items file (default: like --sep)")
+    p.add_argument(
+        "--sep",
+        default=None,
+        help="column separator: one character, or tab, comma, semicolon, pipe, space "
+        "(default: the one the header uses, tab, comma or semicolon)",
+    )
+    p.add_argument(
+        "--items-sep", default=None, help="separator of the items file (default: --sep, else detected like it)"
+    )
     p.add_argument("--noun", default="item", help="item noun for the LE prompt (default item)")
-    p.add_argument("--template", default=None, help="LE item sentence with [item] and {field} (default: generated)")
+    p.add_argument(
+        "--template",
+        default=None,
+        help="LE item sentence with [item] and {field} (default: '[item] {field1}, {field2}, ...' "
+        "over the text columns, in their order)",
+    )
     _common(p)
 
     p = sub.add_parser("stats", help="print Table 1 style statistics of an atomic dataset")
@@ -263,12 +287,22 @@ def run(args: argparse.Namespace) -> ConversionReport | dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; a :class:`DatasetError` ends the run with its message (no traceback)."""
+    """CLI entry point; a :class:`DatasetError` ends the run with its message (no traceback).
+    Warnings of the conversion are printed once on stderr (even with --quiet)."""
     args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"recbole_lea.datasets {args.command}: warning: %(message)s"))
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False  # printed here only, not again by a root handler
     try:
         result = run(args)
     except DatasetError as exc:
         raise SystemExit(f"recbole_lea.datasets {args.command}: error: {exc}") from None
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
     if args.command == "stats":
         from recbole_lea.datasets.stats import format_stats
 

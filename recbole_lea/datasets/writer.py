@@ -8,6 +8,7 @@ yaml with its comments.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ _CHUNK = 1 << 18
 _WORDS = re.compile(r"[A-Za-z][A-Za-z' -]*")
 #: ``le_item_verb`` when a converter has no better one: "The user has interacted with these items".
 DEFAULT_VERB = "interacted with"
+logger = logging.getLogger("recbole_lea.datasets")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class ConversionReport:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     dataset_dir: str = ""
     yaml_path: str | None = None
 
@@ -115,6 +118,13 @@ class ConversionReport:
     def set(self, key: str, value: int) -> None:
         self.counts[key] = int(value)
 
+    def warn(self, message: str) -> None:
+        """Log ``message`` once as a warning (logger ``recbole_lea.datasets``; the CLI prints it on
+        stderr) and keep it in conversion_report.json; the printed report does not repeat it."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            logger.warning("dataset %s: %s", self.name, message)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -122,6 +132,7 @@ class ConversionReport:
             "files": self.files,
             "counts": self.counts,
             "notes": self.notes,
+            "warnings": self.warnings,
             "dataset_dir": self.dataset_dir,
             "yaml_path": self.yaml_path,
         }
