@@ -164,7 +164,10 @@ def test_an_ambiguous_separator_names_the_flag_and_the_extension_decides(tmp_pat
 def test_a_wrong_sep_error_names_the_sep_flag(tmp_path: Path) -> None:
     inter = tmp_path / "toys.inter"
     inter.write_text("user_id:token,item_id:token\n1,2\n")
-    with pytest.raises(DatasetError, match=r"one column with separator '\\t': pass --sep comma"):
+    with pytest.raises(
+        DatasetError,
+        match=r"no column \['user_id', 'item_id'\]: with separator '\\t' the header reads as one column 'user_id:token,item_id:token'; pass --sep comma$",
+    ):
         convert_csv(str(inter), None, "t", opts(tmp_path), sep="tab")
     with pytest.raises(DatasetError, match=r"--sep '::' must be one character"):
         convert_csv(str(inter), None, "t", opts(tmp_path), sep="::")

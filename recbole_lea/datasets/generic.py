@@ -157,16 +157,15 @@ class Header:
         wanted = [split_type(n)[0] for n in names]
         missing = [n for n in wanted if n not in self.index]
         if missing:
-            hint = ""
             if len(self.index) == 1:
                 only = next(iter(self.index))
                 other = [c for c in (*_CANDIDATES, "|") if c in only and c != self.sep]
-                if other:
-                    hint = (
-                        f"; the header reads as one column with separator {self.sep!r}: "
-                        f"pass {self.sep_option} {_CANDIDATES.get(other[0], repr(other[0]))}"
+                if other:  # the separator is wrong, not the column names
+                    raise DatasetError(
+                        f"{self.path}: no column {missing}: with separator {self.sep!r} the header reads as one "
+                        f"column {only[:60]!r}; pass {self.sep_option} {_CANDIDATES.get(other[0], repr(other[0]))}"
                     )
-            raise DatasetError(f"{self.path}: no column {missing} (columns: {list(self.index)}); set {option}{hint}")
+            raise DatasetError(f"{self.path}: no column {missing} (columns: {list(self.index)}); set {option}")
         return [self.index[n] for n in wanted]
 
 
