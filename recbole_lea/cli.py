@@ -1,9 +1,10 @@
-"""Command line of ``run_recbole_lea.py``.
+"""Command line of ``run_recbole_lea.py`` (and ``python -m recbole_lea``).
 
 ``--model`` and ``--dataset`` pick what runs; ``--config_files`` adds yaml files; every other
 ``--key=value`` (or ``--key value``) becomes a RecBole/recbole_lea option, its value parsed as
-YAML (``--epochs=5``, ``--w_ah=0.1``, ``--topk=[5,10]``). Errors about bad input end the program
-with one message, never a traceback.
+YAML with RecBole's number rule (``--epochs=5``, ``--w_ah=0.1``, ``--topk=[5,10]``).
+``--help-options`` lists every option the run would read. Errors about bad input end the
+program with one message and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import json
 import sys
 from typing import Any
 
-import yaml
-
 
 def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     """``['--epochs=5', '--backbone', 'GRU4Rec']`` -> ``{'epochs': 5, 'backbone': 'GRU4Rec'}``."""
+    from recbole_lea.options import parse_value
+
     out: dict[str, Any] = {}
     i = 0
     while i < len(tokens):
@@ -32,10 +33,7 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
             else:
                 value = "true"
         key = key.replace("-", "_")
-        try:
-            out[key] = yaml.safe_load(value) if value != "" else None
-        except yaml.YAMLError:
-            out[key] = value
+        out[key] = parse_value(value) if value != "" else None
         i += 1
     return out
 
@@ -44,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_recbole_lea.py",
         description="Train and evaluate a recommender (SNQN, SA2C, SNQN_LEA, SA2C_LEA or any RecBole "
-        "model) on an atomic dataset. Any other --key=value is a config option (properties/*.yaml).",
+        "model) on an atomic dataset. Any other --key=value is a config option: --help-options lists "
+        "every option the run reads, with its value and help.",
     )
     p.add_argument("--model", "-m", default="SA2C_LEA", help="model name (ours or RecBole's)")
     p.add_argument("--dataset", "-d", default="ml-100k", help="dataset name under data_path")
@@ -56,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only build (or reuse) the LE atomic files of --dataset, then exit",
     )
+    p.add_argument(
+        "--help-options",
+        "--help_options",
+        dest="help_options",
+        action="store_true",
+        help="print every option this run reads (value in force, where it was set, help), then exit",
+    )
     p.add_argument("--no-save", dest="saved", action="store_false", help="do not write checkpoints")
     p.add_argument("--json", dest="json_out", default=None, help="also write the run result to this JSON file")
     return p
@@ -65,12 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     overrides = parse_overrides(rest)
     from recbole_lea.errors import ConfigError
-    from recbole_lea.quick_start import build_config, ensure_le, run_recbole_lea
+    from recbole_lea.quick_start import describe_options, ensure_le, resolve_run, run_recbole_lea
 
     try:
+        if args.help_options:
+            print(describe_options(resolve_run(args.model, args.dataset, args.config_files, overrides)))
+            return 0
         if args.build_le:
             model = args.model if args.model.endswith("_LEA") else "SA2C_LEA"
-            path = ensure_le(args.dataset, build_config(model, args.dataset, args.config_files, overrides))
+            path = ensure_le(resolve_run(model, args.dataset, args.config_files, overrides))
             print(f"LE atomic files ready in {path}")
             return 0
         result = run_recbole_lea(args.model, args.dataset, args.config_files, overrides, saved=args.saved)
@@ -95,3 +104,5 @@ def print_result(result: dict[str, Any]) -> None:
         print(f"{k:<{width}}  {valid.get(k, float('nan')):>8.4f}  {test[k]:>8.4f}")
     if result.get("model_file"):
         print(f"model saved to {result['model_file']}")
+    if result.get("le_dir"):
+        print(f"LE files read from {result['le_dir']}")

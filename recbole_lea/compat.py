@@ -16,30 +16,92 @@ import time
 from typing import Any
 
 import torch
+import yaml
 
 _APPLIED = False
 
 
-def torch_load(path: str, map_location: Any = None) -> Any:
-    """``torch.load`` for RecBole checkpoints.
-
-    torch>=2.6 defaults to ``weights_only=True``, but RecBole checkpoints pickle the whole
-    ``Config`` object (enums, dicts, numpy scalars). Checkpoints are files this package wrote
-    itself, so the full unpickler is used explicitly here and nowhere else.
-    """
-    return torch.load(path, map_location=map_location, weights_only=False)
+#: marker of a checkpoint whose config is stored as plain values (loadable with weights_only)
+PLAIN_CONFIG = "recbole_lea_plain_config"
 
 
-def unpickled_config(config: Any) -> Any:
-    """A RecBole ``Config`` read back from a checkpoint, made usable in a fresh process.
+def _plain(value: Any) -> Any:
+    """RecBole's enums and the device as plain values (``{"__enum__": ..., "name": ...}`` / str)."""
+    from enum import Enum
 
-    numpy 1.24 removed ``np.float``, which RecBole 1.2.1's ``Dataset._fill_nan`` reads for every
-    ``float_seq`` field (the LE states). RecBole restores the alias in ``Config.__init__``
-    (``compatibility_settings``), which unpickling skips, so reloading an LEA checkpoint in a new
-    process failed with "module 'numpy' has no attribute 'float'". Run the same method here.
-    """
+    if isinstance(value, Enum):
+        return {"__enum__": type(value).__name__, "name": value.name}
+    if isinstance(value, torch.device):
+        return {"__device__": str(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _restored(value: Any) -> Any:
+    from recbole.utils import enum_type
+
+    if isinstance(value, dict):
+        if set(value) == {"__enum__", "name"}:
+            return getattr(enum_type, value["__enum__"])[value["name"]]
+        if set(value) == {"__device__"}:
+            return torch.device(value["__device__"])
+        return {k: _restored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restored(v) for v in value]
+    return value
+
+
+def config_to_plain(config: Any) -> dict[str, Any]:
+    """A RecBole ``Config`` as plain values, for checkpoints that load with ``weights_only=True``
+    (``torch.load``'s default since torch 2.6): RecBole 1.2.1's ``Trainer._save_checkpoint``
+    (recbole/trainer/trainer.py, ``"config": self.config``) pickles the whole object instead."""
+    return {PLAIN_CONFIG: 1, "final_config_dict": _plain(dict(config.final_config_dict))}
+
+
+def config_from_plain(state: dict[str, Any]) -> Any:
+    """The ``Config`` of :func:`config_to_plain`, usable like one RecBole built (item access,
+    printing, ``compatibility_settings`` run as ``Config.__init__`` runs it)."""
+    from recbole.config import Config
+
+    from recbole_lea import registry
+
+    config = Config.__new__(Config)
+    config.final_config_dict = _restored(state["final_config_dict"])
+    config.model = config.final_config_dict["model"]
+    config.dataset = config.final_config_dict["dataset"]
+    config.model_class = registry.get_model(config.model)
+    config.internal_config_dict, config.external_config_dict = {}, {}
+    config.file_config_dict, config.variable_config_dict, config.cmd_config_dict = {}, {}, {}
+    config._init_parameters_category()
     config.compatibility_settings()
     return config
+
+
+def torch_load(path: str, map_location: Any = None, trust_pickle: bool = False) -> Any:
+    """``torch.load`` of a checkpoint with ``weights_only=True`` (nothing in the file can run
+    code); its config is turned back into a ``Config``. Checkpoints written before this format
+    (the whole ``Config`` pickled) load only with ``trust_pickle=True``, for files you wrote."""
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- UnpicklingError, or a RuntimeError wrapping it
+        if not trust_pickle:
+            from recbole_lea.errors import ConfigError
+
+            raise ConfigError(
+                f"{path} does not load without running pickled code ({type(err).__name__}): it was written by "
+                "an older recbole_lea or by RecBole itself. If you wrote it yourself, load it with "
+                "trust_pickle=True (load_data_and_model / load_for_serving), or retrain."
+            ) from None
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        config = checkpoint["config"]
+        config.compatibility_settings()  # np.float for float_seq fields, as Config.__init__ sets it
+        return checkpoint
+    if isinstance(checkpoint.get("config"), dict) and checkpoint["config"].get(PLAIN_CONFIG):
+        checkpoint["config"] = config_from_plain(checkpoint["config"])
+    return checkpoint
 
 
 def _disable_anomaly_detection() -> None:
@@ -62,6 +124,73 @@ def _numpy2_aliases() -> None:
             setattr(np, old, getattr(np, new))
 
 
+def _literal_option_values() -> None:
+    # recbole/config/configurator.py, Config._convert_config_dict: every string option value from
+    # a config dict or the command line goes through eval(), so `--note='__import__("os")...'`
+    # runs code. Parse with ast.literal_eval instead (numbers, lists, dicts, booleans, None);
+    # anything else stays the string it was.
+    import ast
+
+    from recbole.config import Config
+
+    def convert(self, config_dict):  # type: ignore[no-untyped-def]
+        for key, param in config_dict.items():
+            if not isinstance(param, str):
+                continue
+            try:
+                value = ast.literal_eval(param)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                value = {"true": True, "false": False}.get(param.lower(), param)
+            config_dict[key] = value
+        return config_dict
+
+    Config._convert_config_dict = convert
+
+    # recbole/config/configurator.py, Config._load_config_files: `update(yaml.load(...))` fails
+    # with "'NoneType' object is not iterable" on a yaml file that holds only comments (such as
+    # properties/model/SNQN.yaml: SNQN has no options of its own).
+    def load_config_files(self, file_list):  # type: ignore[no-untyped-def]
+        merged: dict = {}
+        for file in file_list or []:
+            with open(file, encoding="utf-8") as f:
+                merged.update(yaml.load(f.read(), Loader=self.yaml_loader) or {})  # noqa: S506 -- RecBole's loader
+        return merged
+
+    Config._load_config_files = load_config_files
+
+
+def _no_pickled_data() -> None:
+    # recbole/data/utils.py: create_dataset() unpickles <checkpoint_dir>/<dataset>-<Class>.pth (or
+    # dataset_save_path) and data_preparation() unpickles <checkpoint_dir>/<dataset>-for-<model>-
+    # dataloader.pth (or dataloaders_save_path) whenever such a file exists, even with the save
+    # options off: a planted file runs code, and a stale one silently replaces the current data.
+    # Here data always come from the atomic files (the options that would save or load pickles are
+    # refused by recbole_lea.quick_start).
+    import importlib
+
+    import recbole.data
+    import recbole.data.utils as data_utils
+    from recbole.utils import ModelType
+
+    def create_dataset(config):  # type: ignore[no-untyped-def]
+        module = importlib.import_module("recbole.data.dataset")
+        if hasattr(module, config["model"] + "Dataset"):
+            return getattr(module, config["model"] + "Dataset")(config)
+        kind = {
+            ModelType.SEQUENTIAL: "SequentialDataset",
+            ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+        }.get(config["MODEL_TYPE"], "Dataset")
+        return getattr(module, kind)(config)
+
+    def load_split_dataloaders(config):  # type: ignore[no-untyped-def]
+        return None
+
+    data_utils.create_dataset = create_dataset
+    recbole.data.create_dataset = create_dataset
+    data_utils.load_split_dataloaders = load_split_dataloaders
+    recbole.data.load_split_dataloaders = load_split_dataloaders
+
+
 def apply() -> None:
     """Apply every shim once."""
     global _APPLIED
@@ -69,6 +198,8 @@ def apply() -> None:
         return
     _numpy2_aliases()
     _disable_anomaly_detection()
+    _literal_option_values()
+    _no_pickled_data()
     _APPLIED = True
 
 
@@ -98,6 +229,25 @@ class CompatTrainerMixin:
         return super().evaluate(  # type: ignore[misc]
             eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress
         )
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):  # type: ignore[no-untyped-def]
+        """RecBole's checkpoint with the config as plain values (see :func:`config_to_plain`)."""
+        config = self.config  # type: ignore[attr-defined]
+        if not config["single_spec"] and config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)  # type: ignore[attr-defined]
+        state = {
+            "config": config_to_plain(config),
+            "epoch": epoch,
+            "cur_step": self.cur_step,  # type: ignore[attr-defined]
+            "best_valid_score": float(self.best_valid_score),  # type: ignore[attr-defined]
+            "state_dict": self.model.state_dict(),  # type: ignore[attr-defined]
+            "other_parameter": self.model.other_parameter(),  # type: ignore[attr-defined]
+            "optimizer": self.optimizer.state_dict(),  # type: ignore[attr-defined]
+        }
+        torch.save(state, saved_model_file)  # torch's default protocol: weights_only loads it (RecBole used 4)
+        if verbose:
+            self.logger.info(f"Saving current: {saved_model_file}")  # type: ignore[attr-defined]
 
     def resume_checkpoint(self, resume_file):  # type: ignore[no-untyped-def]
         resume_file = str(resume_file)

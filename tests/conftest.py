@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny atomic datasets written per test session (no network, no LLM)."""
+"""Shared fixtures: tiny atomic datasets written per test session (no network, no LLM).
+
+``write_tiny_dataset`` (re-exported from :mod:`recbole_lea.le.testing`) writes the base files;
+``write_fake_le_dataset`` adds an LE folder with random LE fields and a sealed manifest."""
 
 from __future__ import annotations
 
@@ -10,13 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from recbole_lea.le.testing import LEA_INTER_HEADER
+from recbole_lea.le.testing import seal_le_dir, write_tiny_dataset
+from recbole_lea.le_files.fields import lea_inter_header
 
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TINY_MODEL_CONFIG = {
-    "le_auto_build": False,
     "epochs": 1,
     "train_batch_size": 64,
     "eval_batch_size": 256,
@@ -30,34 +33,6 @@ TINY_MODEL_CONFIG = {
     "le_state_dim": 8,
     "seed": 7,
 }
-
-
-def write_tiny_dataset(
-    root: Path, name: str = "tiny", n_users: int = 40, n_items: int = 30, seed: int = 0
-) -> pd.DataFrame:
-    """Users walk through items with a drift, so next-item prediction is learnable."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    t = 0
-    for u in range(1, n_users + 1):
-        length = int(rng.integers(5, 12))
-        cur = int(rng.integers(1, n_items + 1))
-        for _ in range(length):
-            rows.append((f"u{u}", f"i{cur}", float(t)))
-            t += 1
-            cur = (cur + int(rng.integers(1, 3)) - 1) % n_items + 1
-    df = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
-    df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # file order != time order
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    df.to_csv(
-        folder / f"{name}.inter", sep="\t", index=False, header=["user_id:token", "item_id:token", "timestamp:float"]
-    )
-    items = pd.DataFrame(
-        {"item_id": [f"i{i}" for i in range(1, n_items + 1)], "title": [f"title {i}" for i in range(1, n_items + 1)]}
-    )
-    items.to_csv(folder / f"{name}.item", sep="\t", index=False, header=["item_id:token", "title:token_seq"])
-    return df
 
 
 def write_fake_le_dataset(root: Path, base: pd.DataFrame, name: str = "tiny", dim: int = 8, seed: int = 1) -> Path:
@@ -83,9 +58,8 @@ def write_fake_le_dataset(root: Path, base: pd.DataFrame, name: str = "tiny", di
     lea = f"{name}-lea"
     folder = root / lea
     folder.mkdir(parents=True, exist_ok=True)
-    header = list(LEA_INTER_HEADER)
-    df.to_csv(folder / f"{lea}.inter", sep="\t", index=False, header=header)
-    return folder
+    df.to_csv(folder / f"{lea}.inter", sep="\t", index=False, header=list(lea_inter_header()))
+    return seal_le_dir(folder)
 
 
 @pytest.fixture(scope="session")
@@ -100,5 +74,6 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(tiny_root: Path, tmp_path: Path) -> dict:
     cfg = dict(TINY_MODEL_CONFIG)
     cfg["data_path"] = str(tiny_root)
+    cfg["le_dir"] = str(tiny_root / "tiny-lea")
     cfg["checkpoint_dir"] = str(tmp_path / "saved")
     return cfg

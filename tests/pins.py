@@ -20,7 +20,6 @@ import pandas as pd
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pins"
 PINS_FILE = FIXTURES / "pins.json"
 MODEL_CONFIG: dict[str, Any] = {
-    "le_auto_build": False,
     "epochs": 2,
     "train_batch_size": 64,
     "eval_batch_size": 256,
@@ -31,7 +30,6 @@ MODEL_CONFIG: dict[str, Any] = {
     "stopping_step": 2,
     "show_progress": False,
     "switch_step": 3,
-    "le_state_dim": 8,
     "seed": 7,
 }
 #: label -> (model, extra options)
@@ -60,11 +58,18 @@ LE_PROFILE: dict[str, Any] = {
     "le_feat_batch": 4,
     "le_aug_fraction": 1.0,
     "le_aug_backbone_epochs": 1,
-    "le_aug_backbone_config": {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1, "train_batch_size": 64},
+    "le_aug_backbone_config": {
+        "hidden_size": 16,
+        "inner_size": 32,
+        "n_layers": 1,
+        "n_heads": 1,
+        "train_batch_size": 64,
+    },
     "le_state_dim": 4,
     "item_text_fields": ["title"],
     "le_item_template": "[item] movie is titled {title}",
     "le_item_noun": "movie",
+    "le_item_verb": "watched",
 }
 
 
@@ -75,6 +80,8 @@ def model_pins(workdir: Path, run_fn: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, (model, extra) in RUNS.items():
         cfg = {**MODEL_CONFIG, **extra, "data_path": str(FIXTURES), "checkpoint_dir": str(workdir / "saved")}
+        if model.endswith("_LEA"):  # the fake LE folder of the fixture (8-dim states)
+            cfg.update(le_dir=str(FIXTURES / "pin-lea"), le_state_dim=8)
         result = run_fn(model, "pin", config_dict=cfg, saved=False)
         out[label] = {"test_result": result["test_result"], "train_losses": result["train_losses"]}
     return out

@@ -29,14 +29,6 @@ def test_registry_plugin_first_and_builtins() -> None:
     assert issubclass(trainer, registry.CompatTrainerMixin)
 
 
-def test_checkpoint_with_pickled_objects_loads(tmp_path) -> None:
-    from recbole_lea.compat import torch_load
-
-    path = tmp_path / "ckpt.pth"
-    torch.save({"config": {"x": np.float64(1.5)}, "state_dict": {"w": torch.ones(2)}}, path)
-    assert torch_load(str(path))["config"]["x"] == 1.5
-
-
 def test_numpy2_aliases_cover_what_recbole_config_reads(monkeypatch) -> None:
     # simulate numpy 2, where these names are gone; RecBole's Config.compatibility_settings reads
     # np.float_ / np.complex_ / np.unicode_ (the GPU image has numpy 2)

@@ -28,17 +28,14 @@ from recbole_lea.datasets.common import BadLimit, clean_text
 from recbole_lea.datasets.lfm1b import lfm_spec
 from recbole_lea.datasets.ml100k import ensure_ml100k, ml100k_spec, wheel_dir
 from recbole_lea.datasets.writer import render_yaml
+from recbole_lea.options import PROPERTIES
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tracked_yaml(name: str) -> Path:
-    """The shipped dataset yaml: ``recbole_lea/properties/dataset/`` (the package's copy), or
-    ``properties/dataset/`` where a checkout still has it there."""
-    for folder in (REPO / "recbole_lea" / "properties" / "dataset", REPO / "properties" / "dataset"):
-        if (folder / f"{name}.yaml").is_file():
-            return folder / f"{name}.yaml"
-    raise AssertionError(f"no shipped dataset yaml {name}.yaml")
+    """The shipped dataset yaml (part of the installed package)."""
+    return PROPERTIES / "dataset" / f"{name}.yaml"
 
 
 LCREC = Path(os.environ.get("LEA_SHARED", REPO.parent / "shared")) / "datasets" / "amazon-scientific"
@@ -54,13 +51,10 @@ def read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def assert_is_tracked_yaml(rendered: str, name: str) -> None:
-    """``rendered`` is ``properties/dataset/<name>.yaml``. The converters write ``le_item_verb``;
-    until the tracked yaml carries it (with the LE option that reads it), the tracked file may be
-    the rendered one without that line."""
-    tracked = (tracked_yaml(name)).read_text()
-    without_verb = "".join(line for line in rendered.splitlines(keepends=True) if not line.startswith("le_item_verb:"))
-    assert without_verb != rendered, "the converter writes le_item_verb"
-    assert tracked in (rendered, without_verb)
+    """``rendered`` is the shipped ``recbole_lea/properties/dataset/<name>.yaml``, and it words the
+    LE instruction with a verb."""
+    assert "\nle_item_verb:" in rendered
+    assert tracked_yaml(name).read_text() == rendered
 
 
 def opts(tmp_path: Path, **kw: object) -> ConvertOptions:

@@ -10,17 +10,14 @@ import pytest
 
 from recbole_lea.datasets import BadLimit, ConvertOptions, convert_amazon
 from recbole_lea.datasets.ml100k import ensure_ml100k
+from recbole_lea.options import PROPERTIES
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tracked_yaml(name: str) -> Path:
-    """The shipped dataset yaml: ``recbole_lea/properties/dataset/`` (the package's copy), or
-    ``properties/dataset/`` where a checkout still has it there."""
-    for folder in (REPO / "recbole_lea" / "properties" / "dataset", REPO / "properties" / "dataset"):
-        if (folder / f"{name}.yaml").is_file():
-            return folder / f"{name}.yaml"
-    raise AssertionError(f"no shipped dataset yaml {name}.yaml")
+    """The shipped dataset yaml (part of the installed package)."""
+    return PROPERTIES / "dataset" / f"{name}.yaml"
 
 
 def recbole_dataset(name: str, data_path: Path, yaml_file: Path, tmp_path: Path) -> tuple[Any, Any]:

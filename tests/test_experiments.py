@@ -369,7 +369,7 @@ def test_lea_models_compare_with_loss_terms(tiny_root: Path, tmp_path: Path, mon
         models=["SA2C", "SA2C_LEA:variant=LEASR,w_ah=0.1,w_aq=0.01"],
         seeds=1,
         baseline="SA2C",
-        config_dict={**TINY_MODEL_CONFIG, "epochs": 2},
+        config_dict={**TINY_MODEL_CONFIG, "epochs": 2, "le_dir": str(tiny_root / "tiny-lea")},
         data_path=str(tiny_root),
         output_dir=tmp_path / "lea",
     )

@@ -12,19 +12,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recbole_lea.data.rows import training_row_mask
 from recbole_lea.errors import ConfigError
-from recbole_lea.le import build as le_build
+from recbole_lea.le import build as le_build_mod
+from recbole_lea.le import cache as le_cache
 from recbole_lea.le.build import build_le, check_le_dataset
 from recbole_lea.le.data import LEInputError
 from recbole_lea.le.model import LEModel
-from recbole_lea.le.rows import training_row_mask
 from recbole_lea.le.testing import (
-    LEA_INTER_HEADER,
     TINY_DATASET_KEYS,
     TINY_PROFILE,
     save_tiny_llm,
     write_tiny_dataset,
 )
+from recbole_lea.le_files import writer as le_writer
+from recbole_lea.le_files.fields import lea_inter_header
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +59,21 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) -> dict:
     root_logger = logging.getLogger()
     level_before = root_logger.level
     root_logger.setLevel(logging.INFO)  # as the LE CLI sets it
+    overrides = _overrides(tiny_llm_dir, root / "cache")
     try:
-        out = build_le("tiny", data, dict(TINY_PROFILE), _overrides(tiny_llm_dir, root / "cache"))
+        out = build_le("tiny", data, dict(TINY_PROFILE), overrides)
         level_after = root_logger.level
     finally:
         mp.undo()
         root_logger.setLevel(level_before)
-    return {"root": root, "data": data, "out": out, "seen": np.concatenate(seen), "level_after": level_after}
+    return {
+        "root": root,
+        "data": data,
+        "out": out,
+        "seen": np.concatenate(seen),
+        "level_after": level_after,
+        "overrides": overrides,
+    }
 
 
 def test_backbone_training_leaves_the_log_level(built: dict) -> None:
@@ -81,7 +91,7 @@ def test_output_format_and_neutral_rows(built: dict) -> None:
         assert (out / f).exists(), f
     base = pd.read_csv(built["data"] / "tiny" / "tiny.inter", sep="\t", dtype=str)
     lea = pd.read_csv(out / "tiny-lea.inter", sep="\t", dtype=str)
-    assert list(lea.columns) == list(LEA_INTER_HEADER)
+    assert list(lea.columns) == list(lea_inter_header())
     for c in ("user_id:token", "item_id:token", "timestamp:float"):
         assert (lea[c].to_numpy() == base[c].to_numpy()).all()  # same rows, same order, same values
     df = base.rename(columns=lambda c: c.split(":")[0])
@@ -103,8 +113,10 @@ def test_output_format_and_neutral_rows(built: dict) -> None:
     assert (tr["le_aug_mask:float"].astype(float) == 1).all()  # le_aug_fraction = 1
     assert (tr["le_neg_id:token"] != tr["item_id:token"]).all()
     man = json.loads((out / "manifest.json").read_text())
-    assert {"files", "config", "model", "code_version", "fingerprint", "stages"} <= set(man)
-    check_le_dataset(built["data"], "tiny")  # up to date: no error
+    assert {"files", "config", "model", "code_version", "fingerprint", "stages", "split", "checksums"} <= set(man)
+    assert set(man["checksums"]) == {p.name for p in out.iterdir()} - {"manifest.json"}
+    assert out.parent.name == f"tiny-{man['fingerprint'][:12]}" and out.parent.parent == built["data"] / "lea"
+    assert check_le_dataset(built["data"], "tiny", dict(TINY_PROFILE), built["overrides"]) == out
 
 
 def test_no_valid_or_test_target_leaks(built: dict) -> None:
@@ -139,7 +151,7 @@ def test_killed_stage_leaves_nothing_and_rerun_reuses(
     complete = {p.name.rsplit("-", 1)[0] for p in stages.iterdir() if (p / "COMPLETE").exists()}
     assert complete == {"item_tokens", "le_train", "candidates"}
     assert not list(stages.glob("featurize*")) and not list(stages.glob(".featurize*"))
-    assert not (data / "tiny-lea").exists()
+    assert not (data / "lea").exists()
 
     # rerun: upstream stages are reused (their functions must not run again)
     def boom(*a, **k):  # type: ignore[no-untyped-def]
@@ -155,7 +167,7 @@ def test_killed_stage_leaves_nothing_and_rerun_reuses(
     out = build_le("tiny", data, dict(TINY_PROFILE), ov)
     assert (out / "tiny-lea.inter").exists()
     # third run: nothing recomputed at all, not even featurization or the write
-    monkeypatch.setattr(le_build, "write_lea", boom)
+    monkeypatch.setattr(le_writer, "write_lea", boom)
     monkeypatch.setattr(LEModel, "forward_chunks", boom)
     assert build_le("tiny", data, dict(TINY_PROFILE), ov) == out
     # a changed option recomputes only what depends on it
@@ -192,36 +204,34 @@ def test_one_process_build_equals_a_resumed_one(
     assert (outs[0] / "tiny-lea.inter").read_bytes() == (outs[1] / "tiny-lea.inter").read_bytes()
 
 
-def test_stale_manifest_is_reported(built: dict, tmp_path: Path) -> None:
+def test_stale_or_modified_le_is_reported(built: dict, tmp_path: Path) -> None:
     import shutil
 
     data = tmp_path / "data"
     shutil.copytree(built["data"], data)
-    check_le_dataset(data, "tiny")
+    profile, ov = dict(TINY_PROFILE), built["overrides"]
+    out = check_le_dataset(data, "tiny", profile, ov)
+    # the base data changed: the LE of the new data does not exist (never the old one silently)
     with open(data / "tiny" / "tiny.inter", "a") as fh:
         fh.write("u1\ti3\t1999\t5\n")
-    with pytest.raises(LEInputError, match=r"tiny\.inter changed .*python -m recbole_lea\.le build"):
-        check_le_dataset(data, "tiny")
-    with pytest.raises(LEInputError, match="missing"):
-        check_le_dataset(data, "other")
+    with pytest.raises(LEInputError, match=r"No LE folder for dataset 'tiny'.*--build-le --dataset=tiny"):
+        check_le_dataset(data, "tiny", profile, ov)
     shutil.copyfile(built["data"] / "tiny" / "tiny.inter", data / "tiny" / "tiny.inter")
-    mpath = data / "tiny-lea" / "manifest.json"
-    mpath.write_text(json.dumps({**json.loads(mpath.read_text()), "code_version": "0" * 64}))
-    with pytest.raises(LEInputError, match=r"another version of the LE build code"):
-        check_le_dataset(data, "tiny")
-    shutil.copyfile(built["out"] / "manifest.json", data / "tiny-lea" / "manifest.json")
-    with pytest.raises(LEInputError, match="different LE config.*le_lr"):
-        shutil.copyfile(built["data"] / "tiny" / "tiny.inter", data / "tiny" / "tiny.inter")
-        check_le_dataset(
-            data,
-            "tiny",
-            dict(TINY_PROFILE),
-            {
-                **TINY_DATASET_KEYS,
-                "le_lr": 0.5,
-                "le_model": json.loads((built["out"] / "manifest.json").read_text())["config"]["le_model"],
-            },
-        )
+    # another option or another LE code version: another fingerprint, another folder
+    with pytest.raises(LEInputError, match="No LE folder"):
+        check_le_dataset(data, "tiny", profile, {**ov, "le_lr": 0.5})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(le_build_mod, "code_version", lambda: "0" * 64)
+        with pytest.raises(LEInputError, match="No LE folder"):
+            check_le_dataset(data, "tiny", profile, ov)
+    # a truncated LE file fails its recorded sha256
+    inter = out / "tiny-lea.inter"
+    text = inter.read_text()
+    inter.write_text(text[: len(text) // 2])
+    with pytest.raises(LEInputError, match=r"tiny-lea\.inter does not match its recorded sha256"):
+        check_le_dataset(data, "tiny", profile, ov)
+    with pytest.raises(LEInputError, match="not found"):
+        check_le_dataset(data, "other", profile, ov)
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -326,12 +336,34 @@ def test_code_version_ignores_comments_docstrings_and_log_lines() -> None:
         "import logging\n\nlogger = logging.getLogger(__name__)\n\n\n"
         'def f(x):  # a comment\n    """Another doc."""\n    logger.debug("changed %d", 2)\n    return (x + 1)\n'
     )
-    fp = le_build.source_fingerprint
+    fp = le_cache.source_fingerprint
     assert fp(base) == fp(same)
     assert fp(base) != fp(base.replace("x + 1", "x + 2"))
     assert fp(base) != fp(base.replace('logger.info("x %s", x)', "x = -x"))
-    # the real LE modules parse, and their version is stable across calls
-    assert le_build.code_version() == le_build.code_version() and len(le_build.code_version()) == 64
+
+
+def test_code_version_covers_every_module_that_decides_le_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A behaviour change in any LE build module, the LE file writer or the split mirror changes
+    the code version (and so every stage key); a docstring edit does not."""
+    copies = []
+    for path in le_cache.code_files():
+        copy = tmp_path / path.parent.name / path.name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_text(path.read_text())
+        copies.append(copy)
+    names = {c.name for c in copies}
+    assert {"build.py", "train.py", "model.py", "augment.py", "writer.py", "rows.py"} <= names
+    monkeypatch.setattr(le_cache, "code_files", lambda: copies)
+    before = le_cache.code_version()
+    for copy in copies:
+        text = copy.read_text()
+        copy.write_text('"""Another docstring."""\n' + text.split('"""', 2)[2] if text.startswith('"""') else text)
+        assert le_cache.code_version() == before, copy.name
+        copy.write_text(text + "\n_X = 1\n")
+        assert le_cache.code_version() != before, copy.name
+        copy.write_text(text)
 
 
 def _fake_chunked_package(root: Path, name: str, chunks: list[bytes], digest: str) -> None:
@@ -377,6 +409,6 @@ def test_embedded_gguf_shipped_in_chunks_is_joined_once(tmp_path: Path, monkeypa
     assert llm._embedded_gguf("ok", cache).stat().st_mtime_ns == mtime  # joined once, then reused
     with pytest.raises(LEInputError, match="fake-bad.*sha256.*reinstall"):
         llm._embedded_gguf("bad", tmp_path / "cache2")
-    assert not list((tmp_path / "cache2" / "gguf").iterdir())  # no half-written file left
+    assert not [p for p in (tmp_path / "cache2" / "gguf").iterdir() if p.name != ".locks"]  # nothing half-written
     with pytest.raises(LEInputError, match="fake-short.*chunk packages.*pip install --force-reinstall fake-short"):
         llm._embedded_gguf("short", tmp_path / "cache3")

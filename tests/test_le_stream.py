@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
+from recbole_lea.data.rows import training_row_mask
 from recbole_lea.le.config import LEConfig
 from recbole_lea.le.model import LEModel, naive_stream_features, plan_chunks, prefix_ids, stream_features
-from recbole_lea.le.rows import training_row_mask
 from recbole_lea.le.testing import tiny_llm
 from recbole_lea.le.train import train_le
 

@@ -20,10 +20,10 @@ from recbole.data.dataset import SequentialDataset
 from recbole.utils import FeatureType
 
 from recbole_lea.data.rows import training_row_mask
+from recbole_lea.le_files.fields import LE_PREFIX
 
 __all__ = ["DONE_FIELD", "LE_PREFIX", "RLSequentialDataset", "training_row_mask"]
 
-LE_PREFIX = "le_"
 DONE_FIELD = "done"
 
 

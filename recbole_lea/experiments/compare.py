@@ -15,7 +15,9 @@ baseline's.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -31,19 +33,21 @@ from filelock import FileLock
 from recbole_lea.experiments.protocol import protocol_description
 from recbole_lea.experiments.runner import (
     LOCK_TIMEOUT_S,
-    REPO_ROOT,
     RunFn,
     absolute_files,
     config_hash,
-    file_digest,
-    prepare_shared,
+    inputs_digest,
+    prepare_le,
     resolve_data_path,
     run_one,
-    source_digest,
+    to_jsonable,
     write_json_atomic,
 )
+from recbole_lea.options import PROPERTIES
 
-DEFAULTS_FILE = REPO_ROOT / "properties" / "experiments" / "eval.yaml"
+logger = logging.getLogger(__name__)
+
+DEFAULTS_FILE = PROPERTIES / "experiments" / "eval.yaml"
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("hit@5", "HR@5"),
     ("ndcg@5", "NG@5"),
@@ -52,7 +56,7 @@ TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("hit@20", "HR@20"),
     ("ndcg@20", "NG@20"),
 )
-RESULT_SCHEMA = 1
+RESULT_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -119,15 +123,18 @@ def run_key(
     seed: int,
     config_file_list: Sequence[str],
     config_dict: Mapping[str, Any],
+    inputs: Mapping[str, Any],
 ) -> str:
-    """``<spec slug>__seed<seed>__<hash of everything that changes the result>``: the options,
-    the contents of the given and of the default config files (``properties/``), and the source
-    of the models, trainer and dataset code, so a changed default or model reruns."""
+    """``<spec slug>__seed<seed>__<hash of everything that changes the result>``: the options, the
+    contents of the given and of the default config files, and ``inputs`` (see
+    :func:`recbole_lea.experiments.runner.inputs_digest`: the data files or the fingerprint of
+    the LE the run reads, our code, the library versions)."""
     from recbole_lea.quick_start import default_config_files
 
+    data_path = str(config_dict.get("data_path") or "")
     payload = {
-        "defaults": [file_digest(f) for f in default_config_files(spec.model, dataset)],
-        "code": source_digest(),
+        "defaults": default_config_files(spec.model, dataset, data_path or None),
+        "inputs": dict(inputs),
         "schema": RESULT_SCHEMA,
         "model": spec.model,
         "overrides": spec.overrides,
@@ -135,7 +142,8 @@ def run_key(
         "seed": seed,
         "config_dict": {k: v for k, v in config_dict.items() if k != "data_path"},
     }
-    return f"{spec.slug}__seed{seed}__{config_hash(payload, config_file_list)}"
+    files = [*payload["defaults"], *config_file_list]
+    return f"{spec.slug}__seed{seed}__{config_hash(payload, files)}"
 
 
 def run_comparison(
@@ -175,7 +183,7 @@ def run_comparison(
     base_config = dict(config_dict or {})
     base_config["data_path"] = resolve_data_path(files, base_config, data_path)
 
-    prepared: dict[str, dict[str, Any]] = {}
+    prepared: dict[str, dict[str, Any]] = {}  # LE fingerprint -> options that read that LE
     records: list[dict[str, Any]] = []
     for spec in specs:
         for seed in seeds_:
@@ -183,28 +191,28 @@ def run_comparison(
             if stored:
                 records.append(_stored_record(runs_dir, spec, seed, options))
                 continue
-            key = run_key(spec, dataset, seed, files, options)
+            inputs, resolved = inputs_digest(spec.model, dataset, files, options)
+            key = run_key(spec, dataset, seed, files, options, inputs)
             json_path = runs_dir / f"{key}.json"
             record = None if recompute else _cached(json_path)
             if record is None:
                 with FileLock(str(runs_dir / f".{key}.lock"), timeout=LOCK_TIMEOUT_S):
                     record = None if recompute else _cached(json_path)
                     if record is None:
-                        if spec.model not in prepared:
-                            prepared[spec.model] = prepare_shared(
-                                spec.model, dataset, base_config["data_path"], files, options
-                            )
+                        le_key = str(inputs.get("le"))
+                        if le_key not in prepared:
+                            prepared[le_key] = prepare_le(resolved)
                         record = run_one(
                             spec.model,
                             dataset,
                             files,
-                            {**options, **prepared[spec.model]},
+                            {**options, **prepared[le_key]},
                             run_dir=runs_dir / key,
                             run_fn=run_fn,
                             torch_threads=torch_threads,
                         )
-                        record.update(label=spec.label, seed=seed, key=key, schema=RESULT_SCHEMA)
-                        write_json_atomic(json_path, record)
+                        record.update(label=spec.label, seed=seed, key=key, schema=RESULT_SCHEMA, inputs=inputs)
+                        _write_record(json_path, record)
                         record["cached"] = False
             records.append(record)
 
@@ -238,15 +246,30 @@ def _stored_record(runs_dir: Path, spec: ModelSpec, seed: int, options: Mapping[
     )
 
 
+def _record_digest(record: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k not in ("sha256", "cached")}
+    return hashlib.sha256(json.dumps(to_jsonable(body), sort_keys=True).encode()).hexdigest()
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    """A run's record with the sha256 of its content, checked when it is read back."""
+    record["sha256"] = _record_digest(record)
+    write_json_atomic(path, record)
+
+
 def _cached(path: Path) -> dict[str, Any] | None:
-    """A finished run's record; failed or unreadable records are recomputed."""
+    """A finished run's record; failed, unreadable or modified records are recomputed."""
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
+        logger.warning("cached result %s is unreadable; recomputing it", path)
         return None
     if record.get("status") != "ok" or record.get("schema") != RESULT_SCHEMA:
+        return None
+    if record.get("sha256") != _record_digest(record):
+        logger.warning("cached result %s does not match its recorded sha256 (modified); recomputing it", path)
         return None
     record["cached"] = True
     return record

@@ -76,14 +76,26 @@ def file_digest(path: str | Path) -> str:
 
 
 def source_digest() -> str:
-    """Digest of the code that decides a run's numbers: models, trainer, RL dataset."""
+    """Digest of everything of ours that can change a run's numbers: every module and shipped
+    option file of the package."""
     root = Path(__file__).resolve().parents[1]
-    files = sorted((root / "model").glob("*.py")) + [root / "trainer.py", root / "data" / "dataset.py"]
+    files = sorted(
+        p for p in root.rglob("*") if p.suffix in (".py", ".yaml", ".hyper") and "__pycache__" not in p.parts
+    )
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode())
+        h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def stack_versions() -> dict[str, str]:
+    """Versions of the libraries under a run (a new torch or RecBole can change its numbers)."""
+    import numpy
+    import recbole
+    import torch
+
+    return {"recbole": recbole.__version__, "torch": torch.__version__, "numpy": numpy.__version__}
 
 
 def config_hash(payload: Mapping[str, Any], config_file_list: Sequence[str] | None) -> str:
@@ -147,41 +159,78 @@ def read_option(
 # shared caches, prepared by the driver
 
 
+def ensure_dataset(dataset: str, data_path: str) -> None:
+    """Convert ml-100k once (under a file lock: two drivers started at once wait for each other)."""
+    Path(data_path).mkdir(parents=True, exist_ok=True)
+    if dataset == "ml-100k":
+        from recbole_lea.datasets.ml100k import ensure_ml100k
+
+        with FileLock(str(Path(data_path) / ".ml-100k.lock"), timeout=LOCK_TIMEOUT_S):
+            ensure_ml100k(data_path)
+
+
+def inputs_digest(
+    model: str, dataset: str, config_file_list: Sequence[str] | None, config_dict: Mapping[str, Any]
+) -> tuple[dict[str, Any], Any]:
+    """What a run reads besides its options, as digests: the atomic files' sha256 (base dataset),
+    or the fingerprint of the LE it reads (``*_LEA``: data, LLM weights, LE options, split and
+    LE code), plus our code and the library versions. Also returns the resolved run (its options
+    checked: bad input fails here, before any run)."""
+    from recbole_lea import quick_start
+    from recbole_lea.le.llm import file_sha256
+
+    base = quick_start.base_dataset_name(dataset)
+    data_path = str(config_dict.get("data_path") or DEFAULT_DATA_PATH)
+    ensure_dataset(base, data_path)
+    resolved = quick_start.resolve_run(model, dataset, list(config_file_list or []), dict(config_dict))
+    digest: dict[str, Any] = {"code": source_digest(), "versions": stack_versions()}
+    if resolved.lea and resolved.run.le_dir:
+        from recbole_lea.le_files.check import read_manifest
+
+        digest["le"] = read_manifest(Path(resolved.run.le_dir)).get("checksums")
+    elif resolved.lea:
+        from recbole_lea.le.build import plan_le
+
+        digest["le"] = plan_le(resolved.dataset, resolved.data_path, resolved.le).fingerprint
+    else:
+        quick_start.check_dataset_files(base, data_path)
+        folder = Path(data_path) / base
+        digest["data"] = {
+            p.name: file_sha256(p) for p in sorted(folder.glob(f"{base}.*")) if p.suffix not in (".yaml", ".json")
+        }
+    return digest, resolved
+
+
+def prepare_le(resolved: Any) -> dict[str, Any]:
+    """Build (or reuse) the LE of a resolved ``*_LEA`` run once, before its runs; returns the
+    options that make every run read exactly that LE folder (``le_dir``) without rebuilding."""
+    from recbole_lea import quick_start
+
+    if not resolved.lea or resolved.run.le_dir:
+        return {}
+    return {"le_dir": str(quick_start.ensure_le(resolved))}
+
+
 def prepare_shared(
     model: str,
     dataset: str,
     data_path: str,
     config_file_list: Sequence[str] | None,
     config_dict: Mapping[str, Any] | None,
+    swept: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Convert the dataset and build the LE ONCE, before any run, each under a file lock.
+    """Before a sweep: convert the dataset and build the LE of the base config once.
 
-    Two drivers started at once wait for each other here instead of converting the same files
-    at the same time. Uses the lead's ``ensure_ml100k`` and ``quick_start.ensure_le`` (the LE is
-    built from the same resolved config a run would build, so its fingerprint matches).
+    When the sweep varies an option of the LE build (``swept``), each trial has its own LE: the
+    trials build or reuse it themselves (the LE build's file locks make each distinct LE be built
+    once), so nothing is prepared here. Returns options every trial adds to its config."""
+    from recbole_lea.le.config import NEUTRAL, SPECS
 
-    Returns options every run should add to its config dict: after the driver built the LE,
-    ``le_auto_build: False``, so runs only check that the LE files exist and never rebuild.
-    """
-    extra: dict[str, Any] = {}
-    Path(data_path).mkdir(parents=True, exist_ok=True)
-    base = dataset[: -len("-lea")] if dataset.endswith("-lea") else dataset
-    if base == "ml-100k":
-        from recbole_lea.datasets.ml100k import ensure_ml100k
-
-        with FileLock(str(Path(data_path) / ".ml-100k.lock"), timeout=LOCK_TIMEOUT_S):
-            ensure_ml100k(data_path)
-    if model.endswith("_LEA"):
-        from recbole_lea import quick_start
-
-        options = {"data_path": data_path, **dict(config_dict or {})}
-        if options.get("le_auto_build") is False:
-            return extra  # the user asked for existing LE files only
-        with FileLock(str(Path(data_path) / f".{base}.le.lock"), timeout=LOCK_TIMEOUT_S):
-            config = quick_start.build_config(model, dataset, list(config_file_list or []), options)
-            quick_start.ensure_le(dataset, config)
-        extra["le_auto_build"] = False
-    return extra
+    options = {"data_path": data_path, **dict(config_dict or {})}
+    _digest, resolved = inputs_digest(model, dataset, config_file_list, options)
+    if any(key in SPECS and key not in NEUTRAL for key in swept):
+        return {}
+    return prepare_le(resolved)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,8 +35,9 @@ from recbole_lea.experiments.runner import (
     to_jsonable,
     write_json_atomic,
 )
+from recbole_lea.options import PROPERTIES
 
-DEFAULTS_FILE = REPO_ROOT / "properties" / "experiments" / "eval.yaml"
+DEFAULTS_FILE = PROPERTIES / "experiments" / "eval.yaml"
 _MAX_RAY_TMP_LEN = 36  # Ray's socket paths (<tmp>/session_<date>_<pid>/sockets/...) must fit 107
 
 
@@ -156,7 +157,8 @@ def run_sweep(
     mode = "max" if bigger else "min"
     torch_threads = max(1, int(cpus_per_trial))
 
-    base_config.update(prepare_shared(model, dataset, base_config["data_path"], files, base_config))
+    swept = [spec.name for spec in specs]
+    base_config.update(prepare_shared(model, dataset, base_config["data_path"], files, base_config, swept))
 
     started_ray = False
     if not ray.is_initialized():

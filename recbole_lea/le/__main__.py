@@ -1,5 +1,6 @@
 """python -m recbole_lea.le build --dataset ml-100k --profile cpu [--key value ...]
-python -m recbole_lea.le check --dataset ml-100k"""
+python -m recbole_lea.le check --dataset ml-100k [--profile cpu] [--key value ...]
+python -m recbole_lea.le options [--dataset ml-100k --profile cpu]"""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ import sys
 
 from recbole_lea import LOG_FORMAT
 from recbole_lea.errors import ConfigError
-
-from .build import build_le, check_le_dataset
-from .config import LEConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,31 +22,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="cpu", help="cpu | paper | path to a yaml")
     args, rest = ap.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    if args.command == "options":
-        for k, v in LEConfig.help().items():
-            print(f"--{k}: {v}")
-        return 0
-    overrides: dict[str, str] = {}
-    i = 0
-    while i < len(rest):
-        tok = rest[i]
-        if not tok.startswith("--"):
-            ap.error(f"unexpected argument {tok!r}; options are --key value")
-        if "=" in tok:
-            k, v = tok[2:].split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(rest):
-                ap.error(f"option {tok} needs a value")
-            k, v = tok[2:], rest[i + 1]
-            i += 2
-        overrides[k] = v
+    from recbole_lea.cli import parse_overrides
+
     try:
-        if args.command == "check":
-            check_le_dataset(args.data_path, args.dataset, args.profile if overrides else None, overrides or None)
-            print(f"{args.dataset}-lea is up to date")
+        overrides = parse_overrides(rest)
+    except SystemExit as e:
+        ap.error(str(e).removeprefix("error: "))
+    from .build import build_le, check_le_dataset
+    from .config import SPECS, resolve_config
+
+    try:
+        cfg = resolve_config(args.dataset, args.profile, overrides, args.data_path)
+        if args.command == "options":
+            print(f"LE build options (value for dataset {args.dataset!r}, profile {args.profile!r}; cache stages):")
+            for name, spec in SPECS.items():
+                stages = ", ".join(spec.stages) or "none (cannot change a result)"
+                print(f"--{name} = {getattr(cfg, name)!r}  ({spec.type_name()}; stages: {stages})\n    {spec.help}")
             return 0
-        out = build_le(args.dataset, args.data_path, args.profile, overrides)
+        if args.command == "check":
+            path = check_le_dataset(args.data_path, args.dataset, args.profile, overrides)
+            print(f"{path} is up to date and matches its manifest")
+            return 0
+        out = build_le(args.dataset, args.data_path, cfg=cfg)
     except ConfigError as e:  # LEInputError included: one message naming the thing and the fix
         print(f"error: {e}", file=sys.stderr)
         return 2

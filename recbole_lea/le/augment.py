@@ -41,7 +41,7 @@ def _recbole_config(base: BaseData, data_path: Path, cfg: LEConfig, device: torc
         "eval_step": 0,
         "stopping_step": 10**6,
         "show_progress": False,
-        "seed": cfg.seed,
+        "seed": cfg.le_seed,
         "reproducibility": True,
         "use_gpu": device.type == "cuda",
         "gpu_id": "0",

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recbole_lea.data.rows import rank_in_user, training_row_mask, user_order
 from recbole_lea.errors import ConfigError
 
 from .config import LEConfig
-from .rows import rank_in_user, training_row_mask, user_order
 
 
 class LEInputError(ConfigError):

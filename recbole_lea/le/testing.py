@@ -7,23 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-#: the LE atomic .inter file's columns, in order, for a base file user_id/item_id/timestamp
-#: (the contract of docs/architecture.md, "LE atomic files")
-LEA_INTER_HEADER = (
-    "user_id:token",
-    "item_id:token",
-    "timestamp:float",
-    "le_train:float",
-    "le_reward:float",
-    "le_neg_id:token",
-    "le_neg_reward:float",
-    "le_aug_id:token",
-    "le_aug_reward:float",
-    "le_aug_mask:float",
-    "le_state:float_seq",
-    "le_next_state:float_seq",
-)
-
 WORDS = (
     "the user has watched these movies in chronological order rate how likely last is to be "
     "next choice movie titled released genres comedy drama action horror romance thriller "
@@ -88,47 +71,59 @@ def save_tiny_llm(folder: Path, seed: int = 0) -> Path:
 def write_tiny_dataset(
     data_path: Path,
     name: str = "tiny",
-    n_users: int = 12,
+    n_users: int = 40,
     n_items: int = 30,
-    min_len: int = 2,
-    max_len: int = 40,
+    min_len: int = 5,
+    max_len: int = 11,
     unique_holdout: bool = False,
     seed: int = 0,
-) -> Path:
-    """Atomic .inter/.item.  With unique_holdout, every valid/test target is an item used nowhere else
-    (ids 'hold<k>') so a leakage test can look for them."""
+):  # type: ignore[no-untyped-def]
+    """Atomic ``<name>.inter`` / ``<name>.item`` under ``data_path/<name>/``; returns the rows as a
+    DataFrame (user_id, item_id, timestamp; file order).
+
+    Users walk through the items with a drift (item k is mostly followed by k or k+1), so next-item
+    prediction is learnable. The file order is shuffled (not time order), one user has a single
+    row, one has three, and one pair of a user's rows shares a timestamp (resolved by file order).
+    With ``unique_holdout`` every valid/test target is an item used nowhere else (ids
+    ``hold<k>``), so a leakage test can look for them."""
+    import pandas as pd
+
     rng = np.random.default_rng(seed)
     folder = Path(data_path) / name
     folder.mkdir(parents=True, exist_ok=True)
     genres = ["comedy", "drama", "action", "horror", "romance", "thriller"]
-    items = [f"i{k}" for k in range(n_items)]
+    items = [f"i{k}" for k in range(1, n_items + 1)]
     rows = []
-    hold = 0
-    holdout_items = []
+    holdout_items: list[str] = []
+    t = 1000
     for u in range(n_users):
-        n = int(rng.integers(min_len, max_len + 1)) if u > 1 else (1 if u == 0 else 3)
-        seq = list(rng.choice(items, size=n))
+        n = 1 if u == 0 else 3 if u == 1 else int(rng.integers(min_len, max_len + 1))
+        cur = int(rng.integers(0, n_items))
+        seq = []
+        for _ in range(n):
+            seq.append(items[cur])
+            cur = (cur + int(rng.integers(0, 2))) % n_items
         if unique_holdout and n >= 3:
-            k = 2 if n >= 4 else 1
-            for j in range(n - k, n):
-                seq[j] = f"hold{hold}"
+            for j in range(n - (2 if n >= 4 else 1), n):
+                seq[j] = f"hold{len(holdout_items)}"
                 holdout_items.append(seq[j])
-                hold += 1
-        times = np.sort(rng.integers(1000, 2000, size=n))
-        times[min(1, n - 1)] = times[0]  # a tie resolved by file order
-        rows += [(f"u{u}", it, float(t)) for it, t in zip(seq, times, strict=True)]
-    order = rng.permutation(len(rows))  # file order is not sorted
+        times = list(range(t, t + n))
+        if n >= 3:
+            times[1] = times[0]  # a tie resolved by file order
+        t += n
+        rows += [(f"u{u}", it, float(tm)) for it, tm in zip(seq, times, strict=True)]
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)  # file order is not time order
     with open(folder / f"{name}.inter", "w") as fh:
         fh.write("user_id:token\titem_id:token\ttimestamp:float\trating:float\n")
-        for i in order:
-            u, it, t = rows[i]
-            fh.write(f"{u}\t{it}\t{t:.0f}\t5\n")
+        for u, it, tm in df.itertuples(index=False):
+            fh.write(f"{u}\t{it}\t{tm:.0f}\t5\n")
     with open(folder / f"{name}.item", "w") as fh:
         fh.write("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n")
         for k, it in enumerate(items + holdout_items):
             title = " ".join(rng.choice(list("abcdefghij"), size=int(rng.integers(1, 4))))
             fh.write(f"{it}\t{title}\t{1990 + k % 10}\t{genres[k % 6]} {genres[(k + 1) % 6]}\n")
-    return folder
+    return df
 
 
 TINY_DATASET_KEYS = {
@@ -160,3 +155,18 @@ TINY_PROFILE = {
     },
     "le_state_dim": 4,
 }
+
+
+def seal_le_dir(folder: Path, note: str = "test fixture") -> Path:
+    """Give a hand-made LE folder (fake LE fields, no LLM) the manifest the LE build writes, with
+    the sha256 of its files, so runs accept it through ``le_dir``."""
+    import json
+
+    from recbole_lea.le.cache import folder_checksums
+    from recbole_lea.le_files.writer import MANIFEST
+
+    folder = Path(folder)
+    manifest = {"dataset": folder.name.removesuffix("-lea"), "fingerprint": note, "note": note}
+    manifest["checksums"] = folder_checksums(folder, skip=(MANIFEST,))
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return folder

@@ -16,11 +16,12 @@ NOTE:
     backbone through the advantage alone, as the paper describes.
 """
 
-from recbole_lea.model.rl_base import DoubleQRecommender
+from recbole_lea.model.le_feedback import LEFeedback
+from recbole_lea.model.sa2c import SA2C
 
 
-class SA2C_LEA(DoubleQRecommender):
+class SA2C_LEA(LEFeedback, SA2C):
     r"""SA2C with LE states, rewards and augmented actions."""
 
-    framework = "SA2C"
-    allows_le = True
+    options = None
+    options_file = "SA2C_LEA"

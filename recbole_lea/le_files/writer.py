@@ -1,0 +1,140 @@
+"""Writing ``<dataset>-lea/``: the base rows in file order with the LE fields, the item table,
+the item tokens, the state projection and a manifest with the sha256 of every file.
+
+The folder is written under a temporary name beside its final place and renamed into place,
+so a reader sees the old folder or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recbole_lea.le.cache import folder_checksums, remove_stale_tmp, tmp_name
+from recbole_lea.le.config import LEConfig
+from recbole_lea.le.data import BaseData
+from recbole_lea.le_files.fields import LE_FIELDS, lea_inter_header
+
+MANIFEST = "manifest.json"
+
+
+def fit_pca(x: np.ndarray, dim: int) -> dict[str, torch.Tensor]:
+    xt = torch.from_numpy(x).double()
+    mean = xt.mean(0)
+    cov = (xt - mean).T @ (xt - mean) / max(len(xt) - 1, 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    order = torch.argsort(evals, descending=True)[:dim]
+    comps = evecs[:, order]
+    if comps.shape[1] < dim:  # fewer dims than requested: pad with zero columns
+        comps = torch.cat([comps, torch.zeros(comps.shape[0], dim - comps.shape[1], dtype=comps.dtype)], 1)
+    total = evals.clamp(min=0).sum()
+    ratio = (evals[order].clamp(min=0) / total) if total > 0 else torch.zeros(len(order))
+    return {"mean": mean.float(), "components": comps.float(), "explained_variance_ratio": ratio.float()}
+
+
+def _fmt_seq(mat: np.ndarray) -> list[str]:
+    return [" ".join(f"{v:.6g}" for v in row) for row in mat.tolist()]
+
+
+def _fmt_float(x: np.ndarray) -> list[str]:
+    return [f"{v:.6g}" for v in np.asarray(x, dtype=np.float64).tolist()]
+
+
+def write_lea(
+    base: BaseData,
+    cfg: LEConfig,
+    out_dir: Path,
+    p_train: Path,
+    p_feat: Path,
+    p_aug: Path,
+    manifest: dict,
+    hook: Callable[[str, int], None],
+) -> dict:
+    """Write the LE folder ``out_dir`` (named ``<dataset>-lea``) from the stage artifacts."""
+    uid, iid, tf = cfg.USER_ID_FIELD, cfg.ITEM_ID_FIELD, cfg.TIME_FIELD
+    n = len(base.inter)
+    raw_items = np.asarray(base.item_ids, dtype=object)
+    own = base.inter[iid].to_numpy(dtype=object)
+    train = base.train_mask
+    r = np.load(p_feat / "rewards.npz")
+    a = np.load(p_aug / "augment.npz")
+    stream_rows = np.load(p_feat / "stream_rows.npy")
+    states = np.load(p_feat / "states.npy")
+    # state of the row's own item (history ending at it), for stream rows
+    pos_of_row = np.full(n, -1, dtype=np.int64)
+    pos_of_row[stream_rows] = np.arange(len(stream_rows))
+    # the previous stream item of a training row is its history end
+    train_rows = np.flatnonzero(train)
+    prev = np.full(n, -1, dtype=np.int64)
+    prev[stream_rows[1:]] = stream_rows[:-1]
+    s_idx = pos_of_row[prev[train_rows]]
+    ns_idx = pos_of_row[train_rows]
+    if (s_idx < 0).any() or (ns_idx < 0).any():
+        raise RuntimeError("internal: a training row has no featurized state")
+    pca = (
+        fit_pca(states[s_idx], cfg.le_state_dim)
+        if len(train_rows)
+        else fit_pca(np.zeros((1, states.shape[1] if states.ndim == 2 else 1), np.float32), cfg.le_state_dim)
+    )
+    mean, comps = pca["mean"].numpy(), pca["components"].numpy()
+    d = cfg.le_state_dim
+    st = np.zeros((n, d), dtype=np.float32)
+    nst = np.zeros((n, d), dtype=np.float32)
+    st[train_rows] = (states[s_idx] - mean) @ comps
+    nst[train_rows] = (states[ns_idx] - mean) @ comps
+    neg_id = np.where(train, raw_items[np.maximum(r["neg_id"], 0)], own)
+    aug_mask = np.where(train, a["aug_mask"], 0.0).astype(np.float32)
+    aug_id = np.where(aug_mask > 0, raw_items[np.maximum(a["aug_id"], 0)], own)
+    values = {
+        "le_train": np.where(train, "1", "0"),
+        "le_reward": _fmt_float(np.where(train, r["pos_reward"], 0.0)),
+        "le_neg_id": neg_id,
+        "le_neg_reward": _fmt_float(np.where(train, r["neg_reward"], 0.0)),
+        "le_aug_id": aug_id,
+        "le_aug_reward": _fmt_float(np.where(aug_mask > 0, a["aug_reward"], 0.0)),
+        "le_aug_mask": np.where(aug_mask > 0, "1", "0"),
+        "le_state": _fmt_seq(st),
+        "le_next_state": _fmt_seq(nst),
+    }
+    header = lea_inter_header(uid, iid, tf)
+    columns = [base.inter[uid].to_numpy(), own, base.inter[tf].to_numpy(), *(values[f.name] for f in LE_FIELDS)]
+    parent = out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(parent, out_dir.name)
+    tmp = parent / tmp_name(out_dir.name)
+    try:
+        tmp.mkdir()
+        name = out_dir.name
+        import pandas as pd
+
+        frame = pd.DataFrame(dict(zip(header, columns, strict=True)))
+        frame.to_csv(tmp / f"{name}.inter", sep="\t", index=False, quoting=3, escapechar="\\")
+        hook("write", 1)
+        shutil.copyfile(base.item_path, tmp / f"{name}.item")
+        train_state = torch.load(p_train / "le_state.pt", weights_only=True)
+        torch.save(
+            {"item_ids": list(base.item_ids), "item_tokens": train_state["item_tokens"]}, tmp / "le_item_tokens.pt"
+        )
+        torch.save(
+            {**pca, "input_dim": int(states.shape[1]) if states.ndim == 2 else 0}, tmp / "le_state_projection.pt"
+        )
+        manifest = dict(manifest)
+        manifest["rows"] = {"total": n, "training": int(train.sum()), "augmented": int((aug_mask > 0).sum())}
+        manifest["checksums"] = folder_checksums(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+        if out_dir.exists():
+            trash = parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out_dir, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest["rows"]
