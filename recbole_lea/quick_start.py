@@ -368,7 +368,7 @@ def _check_metrics(merged: dict[str, Any], sources: dict[str, str]) -> None:
 def _resolve_le(resolved: ResolvedRun) -> Any:
     """The LE build's config: its declared defaults < the profile < the dataset yaml < every
     LE option given in our files, the user's files or the command line."""
-    from recbole_lea.le.config import DATASET_KEYS, SPECS, profile_names, resolve_config
+    from recbole_lea.le.config import SPECS, profile_names, resolve_config
 
     if resolved.run.eval_protocol == "sequence":
         raise ConfigError(
@@ -382,13 +382,17 @@ def _resolve_le(resolved: ResolvedRun) -> Any:
             f"Unknown LE profile {profile!r} (option `le_profile`): choose one of {', '.join(profile_names())}, "
             "or give the path of a yaml file."
         )
-    overrides = {k: v for k, v in resolved.options.items() if k in SPECS and k not in DATASET_KEYS}
+    overrides = {k: v for k, v in resolved.options.items() if k in SPECS}
     return resolve_config(resolved.dataset, profile, overrides, resolved.data_path)
 
 
 # ---------------------------------------------------------------------------- data files
-def check_dataset_files(dataset: str, data_path: str) -> Path:
-    """Path of ``<data_path>/<dataset>/<dataset>.inter``; converts ml-100k on first use."""
+def check_dataset_files(dataset: str, data_path: str, options: dict[str, Any] | None = None) -> Path:
+    """Path of ``<data_path>/<dataset>/<dataset>.inter`` after checking every line of the fields a
+    run loads (:func:`recbole_lea.datasets.validate.check_atomic_inter`); converts ml-100k on
+    first use. ``options``: the run's merged options (field names, ``load_col``, separator)."""
+    from recbole_lea.datasets.validate import check_atomic_inter, read_atomic_header
+
     folder = Path(data_path) / dataset
     inter = folder / f"{dataset}.inter"
     if not inter.is_file() and dataset == "ml-100k":
@@ -401,6 +405,19 @@ def check_dataset_files(dataset: str, data_path: str) -> Path:
             "(`python -m recbole_lea.datasets --help`, see atomic_datasets/README.md), or point "
             "--data_path at the folder that holds <dataset>/<dataset>.inter."
         )
+    options = options or {}
+    sep = str(options.get("field_separator") or "\t")
+    needed = {
+        str(options.get("USER_ID_FIELD") or "user_id"): "token",
+        str(options.get("ITEM_ID_FIELD") or "item_id"): "token",
+        str(options.get("TIME_FIELD") or "timestamp"): "float",
+    }
+    loaded = (options.get("load_col") or {}).get("inter") or []
+    header = read_atomic_header(inter, sep=sep)
+    for name in loaded:
+        if name not in needed and name in header:
+            needed[name] = header[name]
+    check_atomic_inter(inter, needed, sep=sep)
     return inter
 
 
@@ -440,7 +457,7 @@ def le_folder(resolved: ResolvedRun) -> Path:
             )
         verify_le_dir(folder, f"rebuild it, or fix `le_dir` ({folder})")
         return folder
-    check_dataset_files(resolved.dataset, resolved.data_path)
+    check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
     plan = plan_le(resolved.dataset, resolved.data_path, resolved.le)
     if not plan.out_dir.exists():
         raise LEDatasetMismatch(
@@ -459,7 +476,7 @@ def ensure_le(resolved: ResolvedRun) -> Path:
         return le_folder(resolved)
     from recbole_lea.le.build import build_le
 
-    check_dataset_files(resolved.dataset, resolved.data_path)
+    check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
     with le_build_logging():
         return Path(build_le(resolved.dataset, resolved.data_path, cfg=resolved.le))
 
@@ -495,7 +512,7 @@ def recbole_config(resolved: ResolvedRun, le_dir: Path | None = None) -> Config:
         for key in ("le_state_dim",):  # LE options the model reads: the values the LE was built with
             config_dict[key] = getattr(resolved.le, key)
     else:
-        check_dataset_files(resolved.dataset, resolved.data_path)
+        check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
         config_dict["data_path"] = resolved.data_path
     with _no_argv():
         return Config(

@@ -193,7 +193,7 @@ def inputs_digest(
 
         digest["le"] = plan_le(resolved.dataset, resolved.data_path, resolved.le).fingerprint
     else:
-        quick_start.check_dataset_files(base, data_path)
+        quick_start.check_dataset_files(base, data_path, resolved.options)
         folder = Path(data_path) / base
         digest["data"] = {
             p.name: file_sha256(p) for p in sorted(folder.glob(f"{base}.*")) if p.suffix not in (".yaml", ".json")
