@@ -20,9 +20,9 @@ BACKBONES = ("SASRec", "GRU4Rec")
 class FastDropout(nn.Dropout):
     """``nn.Dropout`` whose CPU masks take 16 random bits each, four per 64-bit random word.
 
-    torch's CPU dropout draws one generator call per element (``bernoulli_``, ~13 ns/element on
-    the 2-core dev machine): the three no-grad target passes of SNQN/SA2C spent 28% of a training
-    step there. One ``random_()`` call per four elements halves the dropout's cost. Same
+    torch's CPU dropout draws one generator call per element (``bernoulli_``), a large share of a
+    training step of SNQN/SA2C with their three no-grad target passes (measured in docs/rl.md).
+    One ``random_()`` call per four elements cuts that cost. Same
     distribution up to the threshold's resolution: drop probability ``round(p * 65536) / 65536``
     for three of every four elements and ``round(p * 32768) / 32768`` for the fourth (the top 16
     bits of torch's non-negative int64 have 15 random bits). Same expectation scaling ``1/(1-p)``.
