@@ -17,11 +17,14 @@ import re
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from recbole_lea.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recbole_lea.datasets.sessions import SessionCut
 
 try:  # orjson parses review lines several times faster; the stdlib parser is the fallback
     import orjson
@@ -360,6 +363,7 @@ class ConvertOptions:
     drop_duplicates: bool = False  # --drop-duplicates: drop repeated (user, item, time) rows
     progress: bool = False  # tqdm bars on stderr
     verb: str | None = None  # --verb: le_item_verb of the dataset yaml (None: the converter's own)
+    sessions: SessionCut | None = None  # --session-window/--session-gap: each session one sequence (None: one per user)
 
     def bad_lines(self, path: str) -> BadLines:
         return BadLines(path=path, limit=self.max_bad)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from recbole_lea.datasets.common import BadLines, DatasetError, Events, clean_text
+from recbole_lea.datasets.sessions import MILLISECONDS_LIKELY, SESSION_SEP, SessionCut, session_events
 
 INTER_HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -111,6 +112,7 @@ class ConversionReport:
     warnings: list[str] = field(default_factory=list)
     dataset_dir: str = ""
     yaml_path: str | None = None
+    sessions: SessionCut | None = None  # how the logs were cut into sessions (None: one sequence per user)
 
     def add_file(self, role: str, bad: BadLines) -> None:
         self.files[role] = {"path": bad.path, **bad.summary()}
@@ -126,7 +128,7 @@ class ConversionReport:
             logger.warning("dataset %s: %s", self.name, message)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "command": self.command,
             "files": self.files,
@@ -136,6 +138,12 @@ class ConversionReport:
             "dataset_dir": self.dataset_dir,
             "yaml_path": self.yaml_path,
         }
+        if self.sessions is not None:  # absent without a session option: default reports stay as they were
+            out["sessions"] = {
+                **self.sessions.to_dict(),
+                "min_inter_after_cutting": self.counts.get("filter_min_inter", 0),
+            }
+        return out
 
     def format(self) -> str:
         lines = [f"dataset {self.name} ({self.command})"]
@@ -149,6 +157,9 @@ class ConversionReport:
         width = max((len(k) for k in self.counts), default=0)
         for key, value in self.counts.items():
             lines.append(f"  {key.ljust(width)}  {value:>12,}")
+        if self.sessions is not None:
+            lines.append(f"  sessions ({self.sessions.option}): {self.sessions.describe()}")
+            lines.append(f"      each session is one sequence, user_id '<user>{SESSION_SEP}<k>'")
         lines.extend(f"  note: {n}" for n in self.notes)
         if self.dataset_dir:
             lines.append(f"  wrote {self.dataset_dir}")
@@ -210,13 +221,15 @@ def natural_order(tokens: Sequence[str], codes: np.ndarray) -> np.ndarray:
     return codes[np.asarray(order, dtype=np.int64)] if len(order) else codes
 
 
-def sort_rows(ev: Events) -> Events:
-    """Rows by user (natural token order), then timestamp; a stable sort keeps input order on ties."""
+def sort_rows(ev: Events, rank: np.ndarray | None = None) -> Events:
+    """Rows by user (natural token order, or ``rank[user code]`` when given), then timestamp; a
+    stable sort keeps input order on ties."""
     if len(ev) == 0:
         return ev
-    sorted_users = natural_order(ev.user_tokens, ev.users)
-    rank = np.zeros(len(ev.user_tokens), dtype=np.int64)
-    rank[sorted_users] = np.arange(sorted_users.shape[0])
+    if rank is None:
+        sorted_users = natural_order(ev.user_tokens, ev.users)
+        rank = np.zeros(len(ev.user_tokens), dtype=np.int64)
+        rank[sorted_users] = np.arange(sorted_users.shape[0])
     order = np.argsort(ev.times, kind="stable")
     order = order[np.argsort(rank[ev.users[order]], kind="stable")]
     return ev.take(order)
@@ -229,8 +242,10 @@ def finalize_events(
     min_inter: int = 0,
     drop_duplicates: bool = False,
     keep_order: bool = False,
+    sessions: SessionCut | None = None,
 ) -> Events:
-    """Count duplicates (drop them when asked), apply the k filter, order the rows."""
+    """Count duplicates (drop them when asked), cut the logs into sessions (when asked: each
+    session becomes one sequence), apply the k filter to the sequences, order the rows."""
     report.set("interactions_parsed", len(ev))
     dup = duplicate_mask(ev)
     n_dup = int(dup.sum())
@@ -245,6 +260,10 @@ def finalize_events(
     report.set("users_before_filter", np.unique(ev.users).shape[0])
     report.set("items_before_filter", np.unique(ev.items).shape[0])
     report.set("interactions_before_filter", len(ev))
+    session_rank: np.ndarray | None = None
+    session_user: np.ndarray | None = None
+    if sessions is not None:
+        ev, session_rank, session_user = _cut(ev, sessions, report)
     if min_inter > 1:
         keep, rounds = filter_min_inter(ev.users, ev.items, min_inter)
         report.set("filter_min_inter", min_inter)
@@ -255,32 +274,60 @@ def finalize_events(
         hint = f"; lower --min-inter (now {min_inter})" if min_inter > 1 else ""
         raise DatasetError(f"no interactions left to write for dataset {report.name}{hint}")
     if not keep_order:
-        ev = sort_rows(ev)
+        ev = sort_rows(ev, session_rank)
     ucount = np.bincount(ev.users)
     report.set("sequences", int((ucount > 0).sum()))
+    if session_user is not None:
+        report.set("sessions", int((ucount > 0).sum()))
+        report.set("session_users", np.unique(session_user[np.unique(ev.users)]).shape[0])
     report.set("items", np.unique(ev.items).shape[0])
     report.set("interactions", len(ev))
     n_single = int((ucount == 1).sum())
     report.set("users_with_one_interaction", n_single)
     if n_single:
+        who = "sessions" if sessions is not None else "users"
         report.notes.append(
-            f"{n_single} users have a single interaction (no training target); --min-inter 2 or more removes them"
+            f"{n_single} {who} have a single interaction (no training target); --min-inter 2 or more removes them"
         )
     return ev
+
+
+def _cut(ev: Events, cut: SessionCut, report: ConversionReport) -> tuple[Events, np.ndarray, np.ndarray]:
+    """``ev`` cut into sessions (each one sequence), the row-order rank of each session (the
+    user's natural order, then the session number) and each session's user code."""
+    report.sessions = cut
+    if len(ev) and float(np.median(ev.times)) > MILLISECONDS_LIKELY:
+        report.warn(
+            f"{cut.option}: the timestamps look like milliseconds (median {float(np.median(ev.times)):.0f}); "
+            "sessions are cut in seconds, so divide the times by 1000 first"
+        )
+    users = natural_order(ev.user_tokens, ev.users)
+    user_rank = np.zeros(len(ev.user_tokens), dtype=np.int64)
+    user_rank[users] = np.arange(users.shape[0])
+    cut_ev, sessions = session_events(ev, cut)
+    order = np.lexsort((sessions.session_number, user_rank[sessions.session_user]))
+    rank = np.empty(len(sessions), dtype=np.int64)
+    rank[order] = np.arange(len(sessions))
+    report.set("sessions_before_filter", len(sessions))
+    return cut_ev, rank, sessions.session_user
 
 
 # --------------------------------------------------------------------------- yaml
 
 
-def render_yaml(spec: DatasetSpec) -> str:
-    """The dataset yaml: RecBole's keys plus the LE's, every key with a one-line comment."""
+def render_yaml(spec: DatasetSpec, sessions: SessionCut | None = None, min_inter: int = 0) -> str:
+    """The dataset yaml: RecBole's keys plus the LE's, every key with a one-line comment. A
+    dataset cut into ``sessions`` says so in comments (the keys are the same)."""
     spec.validate()
+    user_comment = "one user = one interaction sequence"
+    if sessions is not None:
+        user_comment = f"one session = one interaction sequence: '<user>{SESSION_SEP}<k>'"
     fields = [f.name for f in spec.text_fields]
     item_cols = ", ".join(["item_id", *fields])
     rows: list[tuple[str, str, str]] = [
         ("field_separator", json.dumps("\t"), "columns of the atomic files are tab-separated"),
         ("seq_separator", json.dumps(" "), "words of a token_seq value are space-separated"),
-        ("USER_ID_FIELD", "user_id", "one user = one interaction sequence"),
+        ("USER_ID_FIELD", "user_id", user_comment),
         ("ITEM_ID_FIELD", "item_id", "item column of .inter and .item"),
         ("TIME_FIELD", "timestamp", spec.time_comment),
         ("load_col", "", "columns RecBole loads from each atomic file"),
@@ -302,6 +349,13 @@ def render_yaml(spec: DatasetSpec) -> str:
         "# Regenerate it with that command rather than editing it; files: atomic_datasets/"
         f"{spec.name}/{spec.name}.inter and .item",
     ]
+    if sessions is not None:
+        flt = f"--min-inter {min_inter} applied to sessions and items after cutting" if min_inter > 1 else "no filter"
+        out += [
+            f"# Sessions ({sessions.option}): {sessions.describe()}.",
+            f"# Each session is one sequence, user_id '<user>{SESSION_SEP}<k>' (k = 1, 2, ... per user in time order,",
+            f"# numbered before filtering; the user is the text before the last '{SESSION_SEP}'); {flt}.",
+        ]
     for key, value, comment in rows:
         text = f"{key}: {value}" if value else f"{key}:"
         out.append(f"{text.ljust(width)}  # {comment}")
@@ -442,7 +496,7 @@ def write_dataset(
     try:
         write_inter_file(os.path.join(tmp, f"{spec.name}.inter"), ev)
         write_item_file(os.path.join(tmp, f"{spec.name}.item"), ev, spec, texts, report, max_words)
-        yaml_text = render_yaml(spec)
+        yaml_text = render_yaml(spec, report.sessions, report.counts.get("filter_min_inter", 0))
         with open(os.path.join(tmp, f"{spec.name}.yaml"), "w", encoding="utf-8", newline="\n") as fh:
             fh.write(yaml_text)
         report.dataset_dir = target
