@@ -176,7 +176,9 @@ def convert_amazon(
     spec.validate()
     report = ConversionReport(name=name, command="amazon")
     buf = read_reviews(reviews, opts, report)
-    ev = finalize_events(buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates)
+    ev = finalize_events(
+        buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates, sessions=opts.sessions
+    )
     wanted = np.zeros(len(ev.item_tokens), dtype=bool)
     wanted[ev.items] = True
     if meta:

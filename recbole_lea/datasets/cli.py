@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from recbole_lea.datasets.common import DEFAULT_MAX_BAD, DEFAULT_MAX_WORDS, BadLimit, ConvertOptions, DatasetError
+from recbole_lea.datasets.sessions import SessionCut
 from recbole_lea.datasets.writer import ConversionReport, check_verb, logger
 
 EPILOG = """Every converter writes <out>/<name>/<name>.inter, <name>.item, <name>.yaml and
@@ -64,6 +65,31 @@ def _common(p: argparse.ArgumentParser) -> None:
         "'interacted with' for csv)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars and no report on stdout (warnings still)")
+    s = p.add_argument_group(
+        "sessions (converters of data with timestamps)",
+        "Cut each user's log into sessions, each session one sequence with user_id '<user>|<k>' "
+        "(k = 1, 2, ... in time order); --min-inter applies to the sessions, after cutting.",
+    )
+    s.add_argument(
+        "--session-window",
+        default=None,
+        metavar="DAYS",
+        help="fixed windows of DAYS days, the same for every user, counted from --session-origin "
+        "(the paper's LFM: 3); exclusive with --session-gap",
+    )
+    s.add_argument(
+        "--session-gap",
+        default=None,
+        metavar="HOURS",
+        help="a new session after more than HOURS hours without an event of the user",
+    )
+    s.add_argument(
+        "--session-origin",
+        default=None,
+        metavar="TIME",
+        help="start of the --session-window windows: unix seconds or an ISO date (UTC) (default "
+        "1970-01-01, so windows are aligned to UTC days; lfm1b: the start of its --days/--start slice)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("ml100k", help="ml-100k from the recbole wheel (keeps the wheel's row order)", epilog=EPILOG)
+    p.add_argument("--name", default="ml-100k", help="dataset name (default ml-100k; another one with sessions)")
     _common(p)
 
     p = sub.add_parser("csv", help="a generic interactions CSV/TSV (+ items CSV/TSV with text columns)", epilog=EPILOG)
@@ -188,6 +215,7 @@ def _options(args: argparse.Namespace, name: str) -> ConvertOptions:
         raise DatasetError(f"--max-words {args.max_words} must be >= 0")
     if args.verb is not None:
         check_verb(args.verb)
+    sessions = SessionCut.from_options(args.session_window, args.session_gap, args.session_origin)
     return ConvertOptions(
         out=args.out,
         yaml_out=yaml_out,
@@ -197,6 +225,7 @@ def _options(args: argparse.Namespace, name: str) -> ConvertOptions:
         drop_duplicates=args.drop_duplicates,
         progress=not args.quiet and sys.stderr.isatty(),
         verb=args.verb,
+        sessions=sessions,
     )
 
 
@@ -258,9 +287,9 @@ def run(args: argparse.Namespace) -> ConversionReport | dict[str, object]:
         )
 
     if args.command == "ml100k":
-        from recbole_lea.datasets.ml100k import NAME, convert_ml100k
+        from recbole_lea.datasets.ml100k import convert_ml100k
 
-        return convert_ml100k(_options(args, NAME))
+        return convert_ml100k(_options(args, args.name), name=args.name)
 
     if args.command == "csv":
         from recbole_lea.datasets.generic import convert_csv, default_name

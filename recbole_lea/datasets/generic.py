@@ -337,6 +337,12 @@ def convert_csv(
             tcols = [AUTO_TIME_COL] if AUTO_TIME_COL in header.index else []
             if tcols:
                 report.notes.append(f"time column {AUTO_TIME_COL!r} found and used (--time-col none keeps file order)")
+        if opts.sessions is not None and not tcols:
+            said = "--time-col none" if time_col is not None else f"it has no column {AUTO_TIME_COL!r}"
+            raise opts.sessions.needs_time(
+                f"{inter} is read without a time column ({said})",
+                "pass --time-col COLUMN (or several: --time-col year,month,day), or drop the session option",
+            )
         cols = header.need([user_col, item_col, *tcols], "--user-col/--item-col/--time-col")
         if tcols:
             parse_time, expected = time_parser(tcols, time_format)
@@ -367,7 +373,9 @@ def convert_csv(
     tcols = tcols or []
     if not tcols:
         report.warn(NO_TIME_WARNING)
-    ev = finalize_events(buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates)
+    ev = finalize_events(
+        buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates, sessions=opts.sessions
+    )
 
     texts: dict[int, list[object]] = {}
     fields: list[str] = [split_type(f)[0] for f in text_cols] if text_cols else []

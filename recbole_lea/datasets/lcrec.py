@@ -72,6 +72,12 @@ def convert_lcrec(
 ) -> ConversionReport:
     """Convert one LC-Rec dataset; returns the report (the dataset is in ``opts.out``)."""
     opts = opts or ConvertOptions()
+    if opts.sessions is not None:
+        raise opts.sessions.needs_time(
+            f"LC-Rec JSON ({inter_json}) has no timestamps (each row's time is its file position)",
+            f"drop {opts.sessions.option}, or convert a source with times "
+            "(raw Amazon reviews: `amazon --reviews ... --meta ...`; a CSV with --time-col)",
+        )
     keys = dict(DEFAULT_FIELD_KEYS)
     if field_keys:
         unknown = sorted(set(field_keys) - set(keys))

@@ -11,7 +11,9 @@ The paper samples 3 days of listening events: ``days`` keeps events with
 ``start <= timestamp < start + days * 86400``. The events file (~1 billion lines) is streamed and
 only events inside the window are stored, as int arrays. A track's album is the album of its
 first kept event (the tracks file has no album column); its artist comes from the tracks file,
-else from that event.
+else from that event. Cut into sessions (``--session-window``/``--session-gap``, see
+:mod:`recbole_lea.datasets.sessions`), the session windows start at that slice's ``start``
+unless ``--session-origin`` says otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import os
 from array import array
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from recbole_lea.datasets.common import (
     Progress,
     iter_lines,
 )
+from recbole_lea.datasets.sessions import parse_instant
 from recbole_lea.datasets.writer import (
     ConversionReport,
     DatasetSpec,
@@ -126,14 +128,11 @@ def parse_start(value: str | int | None) -> int | str:
     if text.lstrip("-").isdigit():
         return int(text)
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+        return int(parse_instant(text))
+    except (ValueError, OverflowError):
         raise DatasetError(
             f"--start {value!r} is not 'first', 'earliest', unix seconds or an ISO date like 2013-06-01"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
 
 
 def _split(line: bytes, number: int, cols: Columns, bad: BadLines) -> list[str] | None:
@@ -253,7 +252,12 @@ def convert_lfm1b(
         report.set("window_start", lo if lo is not None else 0)
         report.set("window_end", int(hi) if hi is not None and hi != float("inf") else 0)
         report.set("events_outside_window", outside)
-    ev = finalize_events(buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates)
+    sessions = opts.sessions
+    if sessions is not None and use_window and lo is not None:
+        sessions = sessions.anchored(lo)  # the slice's start (the paper's 3 days: one session per user)
+    ev = finalize_events(
+        buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates, sessions=sessions
+    )
 
     wanted = np.zeros(len(ev.item_tokens), dtype=bool)
     wanted[ev.items] = True

