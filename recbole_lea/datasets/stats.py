@@ -1,9 +1,12 @@
 """Statistics of an atomic dataset: the paper's Table 1 (#items, #sequences, #interactions, item
-text fields) plus sequence-length quantiles, text coverage and data-quality counts."""
+text fields) plus sequence-length quantiles, text coverage and data-quality counts. A dataset a
+converter cut into sessions (its ``conversion_report.json`` says how) also gets the number of
+users its sessions came from."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from typing import Any
 
@@ -57,6 +60,20 @@ def _text_fields(folder: str, name: str, item_columns: list[str]) -> list[str]:
     return [c for c in item_columns if c != "item_id"]
 
 
+def _sessions(folder: str) -> dict[str, Any] | None:
+    """How the converter cut the dataset into sessions (``conversion_report.json``), or None."""
+    path = os.path.join(folder, "conversion_report.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            report = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    found = report.get("sessions") if isinstance(report, dict) else None
+    return found if isinstance(found, dict) and isinstance(found.get("separator"), str) else None
+
+
 def dataset_stats(name: str, data_path: str = "atomic_datasets") -> dict[str, Any]:
     """Compute the statistics of ``<data_path>/<name>/<name>.inter`` (and ``.item``)."""
     folder = os.path.join(data_path, name)
@@ -78,6 +95,15 @@ def dataset_stats(name: str, data_path: str = "atomic_datasets") -> dict[str, An
         "sequence_length_mean": float(lengths.mean()) if lengths.size else 0.0,
         "users_with_one_interaction": int((lengths == 1).sum()),
     }
+    cut = _sessions(folder)
+    if cut is not None:  # each sequence is a session; its user is the id before the last separator
+        users = inter["user_id"].drop_duplicates().str.rpartition(cut["separator"])[0]
+        out["sessions"] = {
+            **cut,
+            "sessions": out["sequences"],
+            "users": int(users.nunique()),
+            "sessions_per_user": out["sequences"] / max(int(users.nunique()), 1),
+        }
     key = ["user_id", "item_id"] + (["timestamp"] if "timestamp" in inter.columns else [])
     out["duplicate_user_item_time_rows"] = int(inter.duplicated(key).sum())
 
@@ -108,8 +134,12 @@ def dataset_stats(name: str, data_path: str = "atomic_datasets") -> dict[str, An
 def format_stats(s: dict[str, Any]) -> str:
     """The paper's Table 1 row plus the extra counts, as plain text."""
     fields = ", ".join(s["item_text_fields"]) or "-"
-    head = ("Dataset", "#items", "#sequences", "#interactions", "item text")
-    row = (s["name"], f"{s['items']:,}", f"{s['sequences']:,}", f"{s['interactions']:,}", fields)
+    head: tuple[str, ...] = ("Dataset", "#items", "#sequences", "#interactions", "item text")
+    row: tuple[str, ...] = (s["name"], f"{s['items']:,}", f"{s['sequences']:,}", f"{s['interactions']:,}", fields)
+    cut = s.get("sessions")
+    if cut:  # the sessions' users beside the sessions
+        head = (*head[:4], "#users", head[4])
+        row = (*row[:4], f"{cut['users']:,}", row[4])
     widths = [max(len(a), len(b)) for a, b in zip(head, row)]
     lines = [
         "  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
@@ -120,6 +150,13 @@ def format_stats(s: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:g}" for k, v in s["sequence_length"].items())
         + f", mean {s['sequence_length_mean']:.2f}",
     ]
+    if cut:
+        lines.insert(
+            4,
+            f"sequences are sessions ({cut['option']}, user_id '{cut['user_id_format']}'): "
+            f"{cut['sessions']:,} sessions from {cut['users']:,} users, {cut['sessions_per_user']:.2f} per user; "
+            f"{cut['description']}",
+        )
     if s["text_field_share_non_empty"]:
         lines.append(
             "items with non-empty text: "
@@ -129,6 +166,6 @@ def format_stats(s: dict[str, Any]) -> str:
         f"items without any text: {s['items_without_any_text']:,}",
         f"items missing from .item: {s['items_missing_from_item_file']:,} (.item rows: {s['item_rows']:,})",
         f"duplicate (user, item, timestamp) rows: {s['duplicate_user_item_time_rows']:,}",
-        f"users with one interaction: {s['users_with_one_interaction']:,}",
+        f"{'sessions' if cut else 'users'} with one interaction: {s['users_with_one_interaction']:,}",
     ]
     return "\n".join(lines)
