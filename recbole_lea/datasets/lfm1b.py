@@ -253,7 +253,7 @@ def convert_lfm1b(
         report.set("window_end", int(hi) if hi is not None and hi != float("inf") else 0)
         report.set("events_outside_window", outside)
     sessions = opts.sessions
-    if sessions is not None and use_window and lo is not None:
+    if sessions is not None and lo is not None:
         sessions = sessions.anchored(lo)  # the slice's start (the paper's 3 days: one session per user)
     ev = finalize_events(
         buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates, sessions=sessions
