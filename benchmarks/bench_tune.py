@@ -1,6 +1,6 @@
 """Ray Tune sweep vs sequential runs, and the Ray path's overhead over a plain run.
 
-1. A 3 x 3 grid (w_ah x w_aq of SA2C_LEA when ``<data_path>/ml-100k-lea`` exists; otherwise a
+1. A 3 x 3 grid (w_ah x w_aq of SA2C_LEA when ml-100k's default LE is built; otherwise a
    clearly labelled stand-in: SA2C over learning_rate x q_weight) run
    (a) one after another in this process (plain ``run_one``, torch threads 1), and
    (b) as a Ray Tune sweep with ``--max_concurrent`` trials at once (1 CPU and 1 torch thread each).
@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from recbole_lea.experiments.params import parse_params_file  # noqa: E402
 from recbole_lea.experiments.runner import prepare_shared, run_one, write_json_atomic  # noqa: E402
 from recbole_lea.experiments.tune import run_sweep  # noqa: E402
+from recbole_lea.options import PROPERTIES  # noqa: E402
 
 
 def machine() -> dict[str, Any]:
@@ -57,6 +58,18 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
+def _le_built(data_path: str) -> bool:
+    """Whether the LE of ml-100k with the default options exists (verified)."""
+    from recbole_lea.errors import ConfigError
+    from recbole_lea.quick_start import le_folder, resolve_run
+
+    try:
+        le_folder(resolve_run("SA2C_LEA", "ml-100k", None, {"data_path": data_path}))
+    except ConfigError:
+        return False
+    return True
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--data_path", default=str(REPO / "atomic_datasets"))
@@ -71,15 +84,15 @@ def main() -> int:
 
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    lea = (Path(args.data_path) / "ml-100k-lea" / "ml-100k-lea.inter").is_file()
+    lea = _le_built(args.data_path)
     if lea:
-        model, params_file, heat = "SA2C_LEA", REPO / "properties/experiments/w_grid.hyper", ("w_ah", "w_aq")
+        model, params_file, heat = "SA2C_LEA", PROPERTIES / "experiments" / "w_grid.hyper", ("w_ah", "w_aq")
         label = "SA2C_LEA (LEASR) w_ah x w_aq"
         extra: dict[str, Any] = {"variant": "LEASR"}
     else:
-        model, params_file = "SA2C", REPO / "properties/experiments/sa2c_standin.hyper"
+        model, params_file = "SA2C", PROPERTIES / "experiments" / "sa2c_standin.hyper"
         heat = ("learning_rate", "q_weight")
-        label = "STAND-IN (no ml-100k-lea yet): SA2C learning_rate x q_weight"
+        label = "STAND-IN (ml-100k's default LE not built yet): SA2C learning_rate x q_weight"
         extra = {}
     base = {"epochs": args.epochs, "stopping_step": 100, "data_path": args.data_path, **extra}
     specs = parse_params_file(params_file)

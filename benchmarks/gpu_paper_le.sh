@@ -17,6 +17,7 @@ mkdir -p /tmp/ad && cp -r .cache/le_gpu/data/ml-100k /tmp/ad/
 start=$(date +%s)
 python3 -m recbole_lea.le build --dataset ml-100k --data_path /tmp/ad --profile paper --le_model /tmp/smol.gguf > "$OUT/paper_le_build.log" 2>&1
 echo "build exit $? in $(( $(date +%s) - start )) s"
+LE_DIR=$(tail -1 "$OUT/paper_le_build.log")  # the build prints its LE folder last
 grep -E "stage |LE epoch|item tokens:|accuracy" "$OUT/paper_le_build.log" | grep -v Warning | cut -c1-200 | tail -20
-cp /tmp/ad/ml-100k-lea/manifest.json "$OUT/paper_le_manifest.json"
-python3 benchmarks/le_pack.py pack /tmp/ad/ml-100k-lea "$OUT" --max_mb 15
+cp "$LE_DIR/manifest.json" "$OUT/paper_le_manifest.json"
+python3 benchmarks/le_pack.py pack "$LE_DIR" "$OUT" --max_mb 15

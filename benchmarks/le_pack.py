@@ -7,7 +7,7 @@ the ``.inter`` again next to a template LE folder of the same base dataset (same
 refusing when the rows differ:
 
     python benchmarks/le_pack.py pack /tmp/ad/ml-100k-lea $OUT --max_mb 15
-    python benchmarks/le_pack.py unpack PARTS_DIR atomic_datasets/ml-100k-lea /tmp/paper_le/ml-100k-lea
+    python benchmarks/le_pack.py unpack PARTS_DIR <LE folder of this machine> /tmp/paper_le/ml-100k-lea
 
 The unpacked folder holds the ``.inter`` and the template's ``.item``, no manifest: train on it with
 ``--le_auto_build=False --data_path <its parent>``.

@@ -1,6 +1,6 @@
 """How much signal do an LE build's atomic files carry? Optionally write a shuffled control copy.
 
-    python benchmarks/probe_le.py atomic_datasets/ml-100k-lea/ml-100k-lea.inter [--json out.json]
+    python benchmarks/probe_le.py <LE folder>/ml-100k-lea.inter [--json out.json]   # folder: printed by --build-le
     python benchmarks/probe_le.py <lea.inter> --shuffle_to /tmp/ctl/ml-100k-lea   # control dataset
 
 Reported over the training rows that carry LE values (``le_train`` = 1):

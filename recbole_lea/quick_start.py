@@ -71,7 +71,12 @@ class RunOptions:
         choices=EVAL_PROTOCOLS,
     )
     sequence_split_ratios: list = opt(
-        [0.8, 0.1, 0.1], "Train/valid/test share of sequences for eval_protocol=sequence."
+        [0.8, 0.1, 0.1], "Train/valid/test shares of whole sequences under eval_protocol=sequence (each > 0)."
+    )
+    split_seed: int = opt(
+        2020,
+        "Seed of the sequence split: which whole sequences are train/valid/test. A property of the data, not of "
+        "the run: every model seed of a comparison and the LE see the same split.",
     )
     torch_threads: int = opt(
         1,
@@ -338,12 +343,36 @@ def resolve_run(
             )
     _check_metrics(merged, sources)
     run = build(RunOptions, {k: merged[k] for k in RUN_SPECS if k in merged}, "the run options")
+    _check_split(run, sources)
     resolved = ResolvedRun(
         model, model_class, dataset, data_path, files + user_files, merged, sources, run, None, config_dict
     )
     if lea:
         resolved.le = _resolve_le(resolved)
     return resolved
+
+
+def _check_split(run: RunOptions, sources: dict[str, str]) -> None:
+    """Three positive numeric shares of the sequence split (valid and test must not be empty)."""
+    ratios = run.sequence_split_ratios
+    ok = len(ratios) == 3 and all(isinstance(r, int | float) and not isinstance(r, bool) and r > 0 for r in ratios)
+    if run.eval_protocol == "sequence" and not ok:
+        raise ConfigError(
+            f"Option `sequence_split_ratios` must be three positive shares (train, valid, test), got {ratios} "
+            f"from {sources.get('sequence_split_ratios', 'run.yaml')}: an empty valid or test part leaves nothing "
+            "to select or evaluate on; e.g. --sequence_split_ratios=[0.8,0.1,0.1]."
+        )
+
+
+def split_of(run: RunOptions) -> dict[str, Any]:
+    """The split a run trains on, as the LE build's key records it."""
+    if run.eval_protocol == "sequence":
+        return {
+            "protocol": "sequence",
+            "ratios": [float(r) for r in run.sequence_split_ratios],
+            "split_seed": run.split_seed,
+        }
+    return {"protocol": "loo"}
 
 
 def _check_metrics(merged: dict[str, Any], sources: dict[str, str]) -> None:
@@ -370,12 +399,6 @@ def _resolve_le(resolved: ResolvedRun) -> Any:
     LE option given in our files, the user's files or the command line."""
     from recbole_lea.le.config import SPECS, profile_names, resolve_config
 
-    if resolved.run.eval_protocol == "sequence":
-        raise ConfigError(
-            "Option `eval_protocol: sequence` is not supported for *_LEA models yet: the LE is built "
-            "from the leave-one-out training rows, so sequences held out by the sequence split would "
-            "leak into LE training. Use eval_protocol=loo for LEA runs."
-        )
     profile = resolved.run.le_profile
     if not Path(profile).suffix and profile not in profile_names():
         raise ConfigError(
@@ -458,13 +481,11 @@ def le_folder(resolved: ResolvedRun) -> Path:
         verify_le_dir(folder, f"rebuild it, or fix `le_dir` ({folder})")
         return folder
     check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
-    plan = plan_le(resolved.dataset, resolved.data_path, resolved.le)
+    plan = plan_le(resolved.dataset, resolved.data_path, resolved.le, split_of(resolved.run))
     if not plan.out_dir.exists():
-        raise LEDatasetMismatch(
-            f"No LE files for dataset '{resolved.dataset}' with these options: expected {plan.out_dir}. Build them "
-            f"with `python run_recbole_lea.py --build-le --dataset={resolved.dataset}` and the same options "
-            "(or leave `le_auto_build` on)."
-        )
+        from recbole_lea.le.build import missing_le_message
+
+        raise LEDatasetMismatch(f"{missing_le_message(plan)} (or leave `le_auto_build` on).")
     verify_le_dir(plan.out_dir, plan.fix())
     return plan.out_dir
 
@@ -478,7 +499,7 @@ def ensure_le(resolved: ResolvedRun) -> Path:
 
     check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
     with le_build_logging():
-        return Path(build_le(resolved.dataset, resolved.data_path, cfg=resolved.le))
+        return Path(build_le(resolved.dataset, resolved.data_path, cfg=resolved.le, split=split_of(resolved.run)))
 
 
 # ---------------------------------------------------------------------------- RecBole config
@@ -604,6 +625,7 @@ def run_recbole_lea(
         "valid_history": list(trainer.valid_history),
         "wall_time": time.perf_counter() - start,
         "le_dir": str(le_dir) if le_dir else None,
+        "n_queries": {"valid": len(valid_data._dataset), "test": len(test_data._dataset)},
     }
     result.update(getattr(trainer, "run_notes", {}))
     return result

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from recbole_lea.data.rows import sequence_parts, split_counts
 from recbole_lea.experiments import compare, params, plots, protocol, runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +120,7 @@ def test_split_by_sequence_whole_users(data_root: Path, monkeypatch: pytest.Monk
     ds = _recbole_sequential_dataset(data_root, monkeypatch)
     total = len(ds.inter_feat)
     assert total == 30 * 7  # RecBole never makes a user's first interaction a target
-    parts = protocol.split_by_sequence(ds, [0.8, 0.1, 0.1])
+    parts = protocol.split_by_sequence(ds, [0.8, 0.1, 0.1], split_seed=2020)
     users = [set(p.inter_feat[ds.uid_field].numpy().tolist()) for p in parts]
     assert [len(u) for u in users] == [24, 3, 3]
     assert not (users[0] & users[1]) and not (users[0] & users[2]) and not (users[1] & users[2])
@@ -129,17 +131,22 @@ def test_split_by_sequence_whole_users(data_root: Path, monkeypatch: pytest.Monk
     # rows keep (user, time) order inside a part
     uid = parts[0].inter_feat[ds.uid_field].numpy()
     assert (np.diff(uid) >= 0).all()
-    # seeded: same seed -> same users; another seed -> another split
-    again = protocol.sequence_split_index(ds.inter_feat[ds.uid_field].numpy(), [0.8, 0.1, 0.1], 2020)
+    # seeded: same split seed -> same users; another seed -> another split
+    again = protocol.sequence_split_index(ds, [0.8, 0.1, 0.1], 2020)
     assert set(ds.inter_feat[ds.uid_field].numpy()[again[2]].tolist()) == users[2]
-    other = protocol.sequence_split_index(ds.inter_feat[ds.uid_field].numpy(), [0.8, 0.1, 0.1], 7)
+    other = protocol.sequence_split_index(ds, [0.8, 0.1, 0.1], 7)
     assert set(ds.inter_feat[ds.uid_field].numpy()[other[2]].tolist()) != users[2]
+    # the split is a property of the raw data: the same raw users as the mirror of the LE build
+    raw_test = set(ds.id2token(ds.uid_field, sorted(users[2])).tolist())
+    frame = pd.read_csv(data_root / "tiny" / "tiny.inter", sep="\t", dtype=str)
+    mirror = sequence_parts(frame["user_id:token"].to_numpy(), [0.8, 0.1, 0.1], 2020)
+    assert set(frame["user_id:token"][mirror == 2]) == raw_test
 
 
 def test_split_counts_small() -> None:
-    assert protocol._split_counts(30, [0.8, 0.1, 0.1]) == [24, 3, 3]
-    assert protocol._split_counts(5, [0.8, 0.1, 0.1]) == [3, 1, 1]  # each held-out part non-empty
-    assert protocol._split_counts(10, [1, 0, 0]) == [10, 0, 0]
+    assert split_counts(30, [0.8, 0.1, 0.1]) == [24, 3, 3]
+    assert split_counts(5, [0.8, 0.1, 0.1]) == [3, 1, 1]  # each held-out part non-empty
+    assert split_counts(10, [1, 0, 0]) == [10, 0, 0]
 
 
 def test_split_by_sequence_needs_augmented_dataset() -> None:
@@ -297,6 +304,8 @@ def test_sequence_protocol_end_to_end(data_root: Path, tmp_path: Path) -> None:
         if key.startswith("hit"):
             assert abs(value * 21 - round(value * 21)) < 0.01, (key, value)
     assert "sequence protocol" in protocol.protocol_description(record["config"])
+    assert "split_seed 2020" in protocol.protocol_description(record["config"])
+    assert record["n_queries"] == {"valid": 21, "test": 21}
 
 
 def test_two_drivers_at_once_share_cache_safely(data_root: Path, tmp_path: Path) -> None:

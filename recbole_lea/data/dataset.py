@@ -61,7 +61,7 @@ class RLSequentialDataset(SequentialDataset):
             from recbole_lea.experiments.protocol import split_by_sequence
 
             self._change_feat_format()
-            datasets = split_by_sequence(self, self.config["sequence_split_ratios"] or [0.8, 0.1, 0.1])
+            datasets = split_by_sequence(self, self.config["sequence_split_ratios"], int(self.config["split_seed"]))
         else:
             datasets = super().build()
         self._mark_done(datasets[0])

@@ -48,3 +48,54 @@ def training_row_mask(df: pd.DataFrame, uid_field: str, time_field: str) -> np.n
     targets = count - 1
     left_out = np.minimum(2, np.maximum(targets - 1, 0))
     return (rank >= 1) & (rank < count - left_out)
+
+
+# ------------------------------------------------------------------------------ the sequence split
+#: default train/valid/test shares of whole sequences (the original SA2C code's 80/10/10)
+DEFAULT_SEQUENCE_RATIOS: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+
+def split_counts(total: int, ratios: list[float] | tuple[float, ...]) -> list[int]:
+    """Number of sequences in each part.
+
+    Every part after the first is rounded down (as RecBole's ``_calcu_split_ids`` does); a part
+    whose ratio is positive gets at least one sequence while the first part keeps at least one.
+    """
+    norm = [r / sum(ratios) for r in ratios]
+    counts = [int(np.floor(r * total)) for r in norm]
+    counts[0] = total - sum(counts[1:])
+    for i in range(1, len(counts)):
+        if counts[i] == 0 and norm[i] > 0 and counts[0] > 1:
+            counts[i] += 1
+            counts[0] -= 1
+    return counts
+
+
+def sequence_parts(users: np.ndarray, ratios: list[float] | tuple[float, ...], split_seed: int) -> np.ndarray:
+    """The part (0 train, 1 valid, 2 test) of every row, given each row's RAW user token.
+
+    The split is a property of the data: the distinct raw user tokens are sorted as strings,
+    shuffled with ``numpy.random.RandomState(split_seed)`` and cut by ``ratios``, so the LE build
+    (which reads the atomic files) and RecBole (which remaps ids) assign every sequence to the
+    same part, whatever the row order or the run's seed."""
+    if len(ratios) == 0 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
+        raise ValueError(f"split ratios must be non-negative and sum > 0, got {list(ratios)}")
+    tokens = np.asarray(users).astype(str)
+    unique = np.unique(tokens)  # sorted
+    order = unique[np.random.RandomState(split_seed).permutation(len(unique))]
+    counts = split_counts(len(order), ratios)
+    part_of_rank = np.repeat(np.arange(len(counts)), counts)  # part of each shuffled position
+    part_of_user = np.empty(len(unique), dtype=np.int64)
+    part_of_user[np.searchsorted(unique, order)] = part_of_rank
+    return part_of_user[np.searchsorted(unique, tokens)]
+
+
+def split_training_mask(df: pd.DataFrame, uid_field: str, time_field: str, split: dict) -> np.ndarray:
+    """Training-target rows (file order) under ``split``: ``{"protocol": "loo"}`` (RecBole's
+    leave-one-out, :func:`training_row_mask`) or ``{"protocol": "sequence", "ratios": [...],
+    "split_seed": s}`` (every row but the first of each training sequence)."""
+    if split.get("protocol", "loo") == "loo":
+        return training_row_mask(df, uid_field, time_field)
+    rank, _count = rank_in_user(df, uid_field, time_field)
+    parts = sequence_parts(df[uid_field].to_numpy(), split["ratios"], int(split["split_seed"]))
+    return (parts == 0) & (rank >= 1)

@@ -217,7 +217,7 @@ def run_comparison(
             records.append(record)
 
     rows = summarise(records, labels, seeds_, baseline, alpha)
-    protocols = sorted({protocol_description(r.get("config")) for r in records if r.get("status") == "ok"})
+    protocols = sorted({_protocol_line(r) for r in records if r.get("status") == "ok"})
     markdown = render_markdown(rows, dataset, seeds_, baseline, alpha, protocols)
     _write_text_atomic(output_dir / "table.md", markdown)
     _write_csv(output_dir / "table.csv", _table_csv_rows(rows))
@@ -244,6 +244,15 @@ def _stored_record(runs_dir: Path, spec: ModelSpec, seed: int, options: Mapping[
         f"--stored: no finished record of {spec.label} with seed {seed} and options {wanted} in {runs_dir}; "
         "run the comparison without --stored to compute it."
     )
+
+
+def _protocol_line(record: Mapping[str, Any]) -> str:
+    """The protocol of a run with its number of scored interactions (queries)."""
+    line = protocol_description(record.get("config"))
+    queries = record.get("n_queries") or {}
+    if queries:
+        line += f"; {queries.get('test')} test and {queries.get('valid')} validation queries per run"
+    return line
 
 
 def _record_digest(record: Mapping[str, Any]) -> str:

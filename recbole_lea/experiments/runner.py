@@ -191,7 +191,9 @@ def inputs_digest(
     elif resolved.lea:
         from recbole_lea.le.build import plan_le
 
-        digest["le"] = plan_le(resolved.dataset, resolved.data_path, resolved.le).fingerprint
+        digest["le"] = plan_le(
+            resolved.dataset, resolved.data_path, resolved.le, quick_start.split_of(resolved.run)
+        ).fingerprint
     else:
         quick_start.check_dataset_files(base, data_path, resolved.options)
         folder = Path(data_path) / base
@@ -321,6 +323,8 @@ def run_one(
         train_losses=[_loss_entry(e) for e in result.get("train_losses") or []],
         valid_curve=valid_curve,
         tensorboard_dir=_tensorboard_dir(),
+        n_queries=result.get("n_queries"),
+        le_dir=result.get("le_dir"),
     )
     if plot:
         try:

@@ -5,7 +5,8 @@ block, 64 units; `le_aug_backbone_config` overrides them) is trained for a few e
 create_dataset / data_preparation / Trainer on the base dataset (train split only), then every
 training row's history is ranked over the full item set.  Items that never occur in a training
 stream are excluded from the candidates (their backbone embedding is untrained, and an item that
-only appears as a valid/test target must never reach a training row's features).
+only appears as a valid/test target must never reach a training row's features). Under the
+sequence split the backbone trains on the training sequences only.
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ def _recbole_config(base: BaseData, data_path: Path, cfg: LEConfig, device: torc
         "embedding_size": 64,
         "num_layers": 1,
     }
+    if base.split.get("protocol") == "sequence":
+        # train on the training sequences only (never a valid/test sequence, as the LE itself)
+        cdict.update(
+            eval_protocol="sequence",
+            sequence_split_ratios=list(base.split["ratios"]),
+            split_seed=int(base.split["split_seed"]),
+        )
     cdict.update(cfg.le_aug_backbone_config or {})
     return Config(model=cfg.le_aug_backbone, dataset=base.dataset, config_dict=cdict)
 
@@ -94,7 +102,12 @@ def backbone_candidates(
             config = _recbole_config(base, data_path, cfg, device, Path(wd))
             init_seed(config["seed"], config["reproducibility"])
             root.setLevel(_logging.WARNING)
-            dataset = create_dataset(config)
+            if base.split.get("protocol") == "sequence":
+                from recbole_lea.data.dataset import RLSequentialDataset
+
+                dataset = RLSequentialDataset(config)  # splits by whole sequences (split_seed)
+            else:
+                dataset = create_dataset(config)
             train_data, _valid, _test = data_preparation(config, dataset)
             model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
             trainer = Trainer(config, model)

@@ -12,9 +12,9 @@ verified, locked :class:`~recbole_lea.le.cache.StageCache` and writes the LE fol
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from recbole_lea.le_files.check import LEDatasetMismatch, verify_le_dir
 
-from .cache import StageCache, code_version, locked, no_space, sha_of
+from .cache import StageCache, code_version, locked, sha_of, tmp_name
 from .config import NEUTRAL, STAGES, LEConfig, resolve_config, stage_options
 from .data import BaseData, LEInputError, item_sentences, load_base, training_item_pool, training_streams
 from .llm import file_sha256, load_llm, model_source, resolve_device, resolve_dtype
@@ -171,10 +171,13 @@ def build_le(
     _stage_hook: Callable[[str, int], None] | None = None,
     _stop_after: str | None = None,
     cfg: LEConfig | None = None,
+    split: dict[str, Any] | None = None,
 ) -> Path:
-    """Build (or reuse) the LE folder of ``dataset`` for these options and return it."""
+    """Build (or reuse) the LE folder of ``dataset`` for these options and return it. ``split``:
+    the split whose training rows train the LE (default leave-one-out; see
+    :func:`recbole_lea.quick_start.split_of`)."""
     cfg = cfg or resolve_config(dataset, profile, overrides, data_path)
-    plan = plan_le(dataset, data_path, cfg)
+    plan = plan_le(dataset, data_path, cfg, split)
     with locked(cfg.cache_dir() / "locks" / f"build-{dataset}-{plan.fingerprint[:24]}.lock"):
         return _build(plan, _stage_hook, _stop_after)
 
@@ -193,7 +196,7 @@ def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_a
             logger.warning("%s; rewriting it from the cached stages", err)
     if cfg.le_threads > 0:
         torch.set_num_threads(cfg.le_threads)
-    base = load_base(plan.data_path, dataset, cfg)
+    base = load_base(plan.data_path, dataset, cfg, plan.split)
     cache = StageCache(cfg.cache_dir())
     device = plan.device
     holder = _LLMHolder(cfg)
@@ -337,6 +340,7 @@ def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_a
 
     # 5. augmentation: the LE picks the candidate with the highest reward ------------------------
     def do_augment(out: Path) -> dict:
+        hook("augment", 0)
         cand = np.load(p_cand / "candidates.npy")
         r = np.load(p_feat / "rewards.npz")
         aug_rows = r["aug_rows"]
@@ -345,6 +349,7 @@ def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_a
         aug_id = np.where(aug_rows, cand[idx, best], -1)
         aug_reward = np.where(aug_rows, r["cand_reward"][idx, best], 0.0).astype(np.float32)
         np.savez(out / "augment.npz", aug_id=aug_id, aug_reward=aug_reward, aug_mask=aug_rows.astype(np.float32))
+        hook("augment", 1)
         hit = float((aug_id[aug_rows] == _target_index(base, cfg)[aug_rows]).mean()) if aug_rows.any() else 0.0
         return {"augmented": int(aug_rows.sum()), "aug_equals_target": hit}
 
@@ -372,19 +377,16 @@ def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_a
 
     t0 = time.time()
     hook("write", 0)
-    try:
-        stats = write_lea(base, cfg, out_dir, p_train, p_feat, p_aug, manifest, hook)
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise no_space(err, out_dir) from None
-        raise
+    stats = write_lea(base, cfg, out_dir, p_train, p_feat, p_aug, manifest, hook)
     cache.times["write"] = time.time() - t0
     cache.computed.append("write")
     manifest_path = out_dir / "manifest.json"
     full = json.loads(manifest_path.read_text())
     full["timings_s"] = {**cache.times, "total": time.time() - t_start}
     full["reused_stages"] = cache.reused
-    manifest_path.write_text(json.dumps(full, indent=1, default=str))
+    tmp = manifest_path.with_name(tmp_name(manifest_path.name))
+    tmp.write_text(json.dumps(full, indent=1, default=str))
+    os.replace(tmp, manifest_path)
     logger.info("LE folder written to %s (%s); stage times %s", out_dir, stats, _rounded(cache.times))
     return out_dir
 
@@ -401,18 +403,64 @@ def _target_index(base: BaseData, cfg: LEConfig) -> np.ndarray:
     return np.array([base.item_index[t] for t in base.inter[cfg.ITEM_ID_FIELD]], dtype=np.int64)
 
 
+def le_differences(plan: LEPlan) -> tuple[Path, list[str]] | None:
+    """The existing LE folder of the same dataset closest to ``plan`` and the options in which it
+    differs (``name: built value -> asked value``), to say why no LE matches; None if none."""
+    best: tuple[Path, list[str]] | None = None
+    for manifest_path in sorted((plan.data_path / LE_ROOT).glob(f"{plan.dataset}-*/{plan.dataset}-lea/manifest.json")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue
+        built = {k: v for k, v in (manifest.get("config") or {}).items() if k not in NEUTRAL}
+        asked = {k: v for k, v in plan.cfg.to_dict().items() if k not in NEUTRAL}
+        diffs = [
+            f"{k}: {built.get(k)!r} -> {asked.get(k)!r}"
+            for k in sorted(set(built) | set(asked))
+            if built.get(k) != asked.get(k)
+        ]
+        old_split, new_split = manifest.get("split") or {"protocol": "loo"}, plan.split
+        for k in sorted(set(old_split) | set(new_split)):
+            if old_split.get(k) != new_split.get(k):
+                name = {"protocol": "eval_protocol", "ratios": "sequence_split_ratios"}.get(k, k)
+                diffs.append(f"{name}: {old_split.get(k)!r} -> {new_split.get(k)!r}")
+        if (manifest.get("files") or {}).get("inter", {}).get("sha256") != plan.files["inter"]:
+            diffs.append(f"the data ({plan.dataset}.inter changed since)")
+        if (manifest.get("model") or {}).get("sha256") != plan.model["sha256"]:
+            diffs.append("the LLM weights")
+        if manifest.get("code_version") != plan.code:
+            diffs.append("the LE build code (another version of recbole_lea)")
+        if best is None or len(diffs) < len(best[1]):
+            best = (manifest_path.parent, diffs)
+    return best
+
+
+def missing_le_message(plan: LEPlan) -> str:
+    """Why the LE of ``plan`` is not there: the closest existing LE and what differs."""
+    text = f"No LE folder for dataset '{plan.dataset}' with these options (expected {plan.out_dir})"
+    near = le_differences(plan)
+    if near is None:
+        return f"{text}: it was never built; {plan.fix()}"
+    folder, diffs = near
+    return (
+        f"{text}. The closest LE, {folder}, was built with other {'; '.join(diffs) or 'inputs'} (built -> asked). "
+        f"Pass the options it was built with to use it, or {plan.fix()}"
+    )
+
+
 def check_le_dataset(
-    data_path: str | Path, dataset: str, profile: str | dict | None = "cpu", overrides: dict | None = None
+    data_path: str | Path,
+    dataset: str,
+    profile: str | dict | None = "cpu",
+    overrides: dict | None = None,
+    split: dict[str, Any] | None = None,
 ) -> Path:
     """The verified LE folder of ``dataset`` for these options, or an :class:`LEDatasetMismatch`
     that says what is missing or wrong and the command that builds it."""
     base_ds = dataset[: -len("-lea")] if dataset.endswith("-lea") else dataset
     cfg = resolve_config(base_ds, profile, overrides, data_path)
-    plan = plan_le(base_ds, data_path, cfg)
+    plan = plan_le(base_ds, data_path, cfg, split)
     if not plan.out_dir.exists():
-        raise LEDatasetMismatch(
-            f"No LE folder for dataset '{base_ds}' with these options (expected {plan.out_dir}): the data, the LLM "
-            f"weights, an option or the LE code changed since the last build, or it was never built; {plan.fix()}"
-        )
+        raise LEDatasetMismatch(missing_le_message(plan))
     verify_le_dir(plan.out_dir, plan.fix())
     return plan.out_dir

@@ -158,9 +158,29 @@ def remove_stale_tmp(parent: Path, prefix: str = "") -> list[Path]:
     return removed
 
 
-def no_space(err: OSError, where: Path) -> CacheSpaceError:
+#: free bytes below which a failed write is taken for a full disk (numpy and torch report a
+#: short write without errno ENOSPC: "requested and N written", "unexpected pos")
+FULL_DISK_BYTES = 64 << 20
+
+
+def disk_full(err: BaseException, where: Path) -> bool:
+    """Whether ``err``, raised while writing under ``where``, comes from a full disk."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(err, OSError | RuntimeError):
+        return False
+    probe = Path(where)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+def no_space(err: BaseException, where: Path) -> CacheSpaceError:
     return CacheSpaceError(
-        f"No space left on the device while writing {where} ({err.strerror}). Nothing half-written was "
+        f"No space left on the device while writing {where} ({err}). Nothing half-written was "
         f"kept and finished stages stay cached: free some space (`df -h {where.parent}`) and run the same "
         "command again, or point le_cache_dir / RECBOLE_LEA_CACHE at a larger disk."
     )
@@ -226,13 +246,11 @@ class StageCache:
                 if final.exists():  # an incomplete leftover without COMPLETE
                     shutil.rmtree(final)
                 os.replace(tmp, final)
-            except OSError as err:
+            except BaseException as err:
+                full = disk_full(err, tmp)
                 shutil.rmtree(tmp, ignore_errors=True)
-                if err.errno == errno.ENOSPC:
+                if full:
                     raise no_space(err, final) from None
-                raise
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
                 raise
         self.computed.append(name)
         self.times[name] = time.time() - t0

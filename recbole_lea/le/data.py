@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbole_lea.data.rows import rank_in_user, training_row_mask, user_order
+from recbole_lea.data.rows import rank_in_user, split_training_mask, user_order
 from recbole_lea.errors import ConfigError
 
 from .config import LEConfig
@@ -48,13 +48,16 @@ class BaseData:
     train_mask: np.ndarray  # bool, file order
     rank: np.ndarray  # rank of the row in its user's sorted sequence
     order: np.ndarray  # rows sorted by (user, time, file order)
+    split: dict  # the split whose training rows train_mask marks (recbole_lea.quick_start.split_of)
 
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
 
 
-def load_base(data_path: str | Path, dataset: str, cfg: LEConfig) -> BaseData:
+def load_base(data_path: str | Path, dataset: str, cfg: LEConfig, split: dict | None = None) -> BaseData:
+    """The base atomic files of ``dataset``, checked, with the training-target rows of ``split``
+    (default: RecBole's leave-one-out)."""
     folder = Path(data_path) / dataset
     inter_path = folder / f"{dataset}.inter"
     item_path = folder / f"{dataset}.item"
@@ -92,7 +95,7 @@ def load_base(data_path: str | Path, dataset: str, cfg: LEConfig) -> BaseData:
         pd.to_numeric(inter[tf], errors="raise")
     except ValueError as exc:
         raise LEInputError(f"{inter_path}: column '{tf}' is not numeric: {exc}") from exc
-    mask = training_row_mask(inter, uid, tf)
+    mask = split_training_mask(inter, uid, tf, split or {"protocol": "loo"})
     rank, _ = rank_in_user(inter, uid, tf)
     order = user_order(inter, uid, tf)
     return BaseData(
@@ -108,6 +111,7 @@ def load_base(data_path: str | Path, dataset: str, cfg: LEConfig) -> BaseData:
         mask,
         rank,
         order,
+        dict(split or {"protocol": "loo"}),
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recbole_lea.le.cache import folder_checksums, remove_stale_tmp, tmp_name
+from recbole_lea.le.cache import disk_full, folder_checksums, no_space, remove_stale_tmp, tmp_name
 from recbole_lea.le.config import LEConfig
 from recbole_lea.le.data import BaseData
 from recbole_lea.le_files.fields import LE_FIELDS, lea_inter_header
@@ -134,7 +134,10 @@ def write_lea(
             os.replace(out_dir, trash)
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(tmp, out_dir)
-    except BaseException:
+    except BaseException as err:
+        full = disk_full(err, tmp)  # before the temporary folder frees its space
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise no_space(err, out_dir) from None
         raise
     return manifest["rows"]
