@@ -127,4 +127,6 @@ def test_cli_parses_overrides() -> None:
 def test_sequence_split_with_an_empty_part_is_refused(tiny_config: dict) -> None:
     for ratios in ([0.9, 0.1, 0.0], [0.8, 0.2]):
         with pytest.raises(ConfigError, match=r"`sequence_split_ratios` must be three positive shares"):
-            build_config("SA2C", "tiny", config_dict=dict(tiny_config, eval_protocol="sequence", sequence_split_ratios=ratios))
+            build_config(
+                "SA2C", "tiny", config_dict=dict(tiny_config, eval_protocol="sequence", sequence_split_ratios=ratios)
+            )

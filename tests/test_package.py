@@ -72,11 +72,17 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path: Path,
     assert where.startswith(str(venv)), where  # the installed copy, not the clone
     args = ["--model=SA2C", "--dataset=tiny", f"--data_path={tiny_root}", "--epochs=1", "--no-save"]
     shown = subprocess.run(
-        [str(bindir / "run_recbole_lea"), *args, "--help-options"], cwd=elsewhere, capture_output=True, text=True, env=env
+        [str(bindir / "run_recbole_lea"), *args, "--help-options"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "gamma = 0.5    [recbole_lea/properties/model/rl.yaml]" in shown.stdout
     assert "MAX_ITEM_LIST_LENGTH = 10    [recbole_lea/properties/overall.yaml]" in shown.stdout
-    run = subprocess.run([str(bindir / "run_recbole_lea"), *args], cwd=elsewhere, capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [str(bindir / "run_recbole_lea"), *args], cwd=elsewhere, capture_output=True, text=True, env=env
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "SA2C on tiny" in run.stdout and "ndcg@10" in run.stdout

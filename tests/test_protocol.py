@@ -95,9 +95,7 @@ def test_le_under_the_sequence_split_never_sees_a_held_out_sequence(
     df = held_out_unique["df"]
     sizes = df.groupby("user_id").size()
     users = df["user_id"].to_numpy()
-    expected = {
-        name: int(sum(sizes[u] - 1 for u in set(users[parts == p]))) for name, p in (("valid", 1), ("test", 2))
-    }
+    expected = {name: int(sum(sizes[u] - 1 for u in set(users[parts == p]))) for name, p in (("valid", 1), ("test", 2))}
     assert result["n_queries"] == expected
 
 

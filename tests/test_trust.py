@@ -83,7 +83,12 @@ def test_comparison_cache_follows_data_and_le_code(tmp_path: Path, monkeypatch: 
     data = tmp_path / "data"
     df = write_tiny_dataset(data, n_users=20)
     kwargs: dict[str, Any] = dict(
-        dataset="tiny", models=["SASRec"], seeds=1, config_dict=dict(SMALL), data_path=str(data), output_dir=tmp_path / "c"
+        dataset="tiny",
+        models=["SASRec"],
+        seeds=1,
+        config_dict=dict(SMALL),
+        data_path=str(data),
+        output_dir=tmp_path / "c",
     )
     first = compare.run_comparison(**kwargs)["runs"][0]
     assert compare.run_comparison(**kwargs)["runs"][0]["cached"]
@@ -155,7 +160,9 @@ class _Plant:
         return (os.mkdir, (str(self.marker),))
 
 
-def test_planted_dataset_and_dataloader_pickles_are_never_loaded(tiny_root: Path, tiny_config: dict, tmp_path: Path) -> None:
+def test_planted_dataset_and_dataloader_pickles_are_never_loaded(
+    tiny_root: Path, tiny_config: dict, tmp_path: Path
+) -> None:
     import recbole.data
 
     saved = tmp_path / "saved"
@@ -183,7 +190,9 @@ def test_option_strings_are_parsed_as_literals_never_run(tmp_path: Path) -> None
 
     marker = tmp_path / "pwned"
     payload = f'__import__("os").mkdir({str(marker)!r})'
-    converted = Config._convert_config_dict(Config.__new__(Config), {"x": payload, "n": "5", "l": "[1, 2]", "b": "True"})
+    converted = Config._convert_config_dict(
+        Config.__new__(Config), {"x": payload, "n": "5", "l": "[1, 2]", "b": "True"}
+    )
     assert converted == {"x": payload, "n": 5, "l": [1, 2], "b": True} and not marker.exists()
 
 
@@ -235,7 +244,9 @@ def test_bad_option_is_one_message_before_any_work(
     assert sorted(p.name for p in tiny_root.iterdir()) == before and not cache.exists()  # nothing written
 
 
-def test_malformed_yaml_names_file_and_line(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_malformed_yaml_names_file_and_line(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 3\nlearning_rate: [0.1\nw_ah: 2\n")
     code = cli_main(["--model=SA2C", "--dataset=tiny", f"--data_path={tiny_root}", "--config_files", str(bad)])
@@ -245,7 +256,14 @@ def test_malformed_yaml_names_file_and_line(tiny_root: Path, tmp_path: Path, cap
 
 def test_cli_exit_code_and_no_traceback_in_a_fresh_process(tiny_root: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "run_recbole_lea.py"), "--model=SA2C", "--dataset=tiny", f"--data_path={tiny_root}", "--epochs=0"],
+        [
+            sys.executable,
+            str(ROOT / "run_recbole_lea.py"),
+            "--model=SA2C",
+            "--dataset=tiny",
+            f"--data_path={tiny_root}",
+            "--epochs=0",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -269,7 +287,9 @@ def test_two_builds_at_once_compute_each_stage_once(lea_setup: dict[str, Any]) -
         *(f"--{k}={json.dumps(v)}" for k, v in TINY_DATASET_KEYS.items()),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     logs = outs[0][1] + outs[1][1]
