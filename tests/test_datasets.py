@@ -209,7 +209,8 @@ def test_lcrec_folder_cli_and_bad_entries(tmp_path: Path, monkeypatch: pytest.Mo
     rep = json.loads((folder / "conversion_report.json").read_text())
     assert rep["files"]["interactions"]["malformed"] == 2
     assert rep["counts"]["items_without_metadata"] == 1 and rep["counts"]["items_without_any_text"] == 1
-    assert (tmp_path / "properties" / "dataset" / "mini-lc.yaml").is_file()
+    assert (folder / "mini-lc.yaml").is_file()  # runs read the yaml beside the atomic files
+    assert not (tmp_path / "properties").exists()  # and nothing else is written
 
 
 def test_lcrec_invalid_json_names_file_and_line(tmp_path: Path) -> None:
@@ -467,7 +468,7 @@ def test_csv_without_time_keeps_file_order(tmp_path: Path, monkeypatch: pytest.M
         ["b", "Cube", "Toys R", ""],
         ["c", "", "", ""],
     ]
-    conf = yaml.safe_load((tmp_path / "properties" / "dataset" / "clicks.yaml").read_text())
+    conf = yaml.safe_load((folder / "clicks.yaml").read_text())
     assert conf["le_item_template"] == "[item] {name}, {shop}, {blurb}"  # item text, not field names
     assert conf["le_item_noun"] == "toy" and conf["le_item_verb"] == "interacted with"
     rep = json.loads((folder / "conversion_report.json").read_text())

@@ -86,9 +86,16 @@ def test_params_file_rejects_bad_lines(line: str) -> None:
         params.parse_params_text(line)
 
 
-def test_shipped_params_files_parse() -> None:
-    for f in sorted((REPO / "properties" / "experiments").glob("*.hyper")):
-        assert params.parse_params_file(f), f
+def test_shipped_params_files_parse_and_resolve_by_name() -> None:
+    from recbole_lea.errors import ConfigError
+    from recbole_lea.options import PROPERTIES
+
+    files = sorted((PROPERTIES / "experiments").glob("*.hyper"))
+    assert {f.stem for f in files} >= {"w_grid", "w_grid_paper", "reward_scale"}
+    for f in files:
+        assert params.parse_params_file(f) == params.parse_params_file(f.stem), f
+    with pytest.raises(ConfigError, match="no_such_grid not found.*w_grid"):
+        params.parse_params_file("no_such_grid")
 
 
 # ------------------------------------------------------------------------------ protocol

@@ -14,8 +14,8 @@ from recbole_lea.datasets.sessions import SessionCut
 from recbole_lea.datasets.writer import ConversionReport, check_verb, logger
 
 EPILOG = """Every converter writes <out>/<name>/<name>.inter, <name>.item, <name>.yaml and
-conversion_report.json (atomically), and the dataset yaml to properties/dataset/<name>.yaml
-(relative to the current directory; --yaml-out elsewhere, --yaml-out none to skip).
+conversion_report.json (atomically); runs read the dataset yaml from that folder (--yaml-out
+also writes a copy elsewhere).
 See atomic_datasets/README.md and docs/datasets.md."""
 
 
@@ -29,7 +29,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="parent folder of the dataset folder (default: atomic_datasets)",
     )
     g.add_argument(
-        "--yaml-out", default=None, help="dataset yaml path (default: properties/dataset/<name>.yaml; 'none' to skip)"
+        "--yaml-out",
+        default=None,
+        help="also write the dataset yaml here (it is always written beside the atomic files, where runs read it)",
     )
     g.add_argument(
         "--min-inter",
@@ -207,9 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace, name: str) -> ConvertOptions:
     yaml_out = args.yaml_out
-    if yaml_out is None:
-        yaml_out = os.path.join("properties", "dataset", f"{name}.yaml")
-    elif yaml_out.lower() in ("none", "-", ""):
+    if yaml_out is not None and yaml_out.lower() in ("none", "-", ""):
         yaml_out = None
     if args.max_words < 0:
         raise DatasetError(f"--max-words {args.max_words} must be >= 0")

@@ -47,16 +47,12 @@ def read_atomic(path: str, columns: list[str] | None = None) -> pd.DataFrame:
 
 
 def _text_fields(folder: str, name: str, item_columns: list[str]) -> list[str]:
-    """``item_text_fields`` of the dataset's yaml (in its folder, else properties/dataset/)."""
-    import yaml
+    """``item_text_fields`` of the dataset's yaml (in its folder, else the shipped one)."""
+    from recbole_lea.options import dataset_yaml
 
-    for path in (os.path.join(folder, f"{name}.yaml"), os.path.join("properties", "dataset", f"{name}.yaml")):
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                conf = yaml.safe_load(fh) or {}
-            fields = conf.get("item_text_fields")
-            if fields:
-                return [f for f in fields if f in item_columns]
+    fields = dataset_yaml(name, os.path.dirname(os.path.normpath(folder))).get("item_text_fields")
+    if fields:
+        return [f for f in fields if f in item_columns]
     return [c for c in item_columns if c != "item_id"]
 
 

@@ -26,7 +26,11 @@ def hyper_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", "-m", default="SA2C_LEA")
     p.add_argument("--dataset", "-d", default="ml-100k")
-    p.add_argument("--params_file", required=True, help="RecBole params file (name type value)")
+    p.add_argument(
+        "--params_file",
+        required=True,
+        help="RecBole params file (name type value): a path, or a shipped one by name (w_grid, w_grid_paper, ...)",
+    )
     p.add_argument("--config_files", nargs="*", default=[], help="extra yaml config files")
     p.add_argument(
         "--search",

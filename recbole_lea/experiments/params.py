@@ -89,8 +89,24 @@ def parse_params_text(text: str, source: str = "<params>") -> list[ParamSpec]:
     return specs
 
 
+def params_file_path(name: str | Path) -> Path:
+    """A params file by path, or by the name of a shipped one (``w_grid`` ->
+    ``recbole_lea/properties/experiments/w_grid.hyper``)."""
+    from recbole_lea.errors import ConfigError
+    from recbole_lea.options import PROPERTIES
+
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = PROPERTIES / "experiments" / (path.name if path.suffix else f"{path.name}.hyper")
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in (PROPERTIES / "experiments").glob("*.hyper"))
+    raise ConfigError(f"Params file {name} not found: give a path, or one of the shipped files {', '.join(names)}.")
+
+
 def parse_params_file(path: str | Path) -> list[ParamSpec]:
-    path = Path(path)
+    path = params_file_path(path)
     return parse_params_text(path.read_text(), source=str(path))
 
 
