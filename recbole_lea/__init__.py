@@ -2,5 +2,6 @@
 
 __version__ = "0.1.0"
 
-#: log line format of the LE build's messages, wherever they are printed (LE CLI, main job, benchmarks)
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: log line format of our messages (LE build, run summary), the same as RecBole's console lines
+LOG_FORMAT = "%(asctime)-15s %(levelname)s  %(message)s"
+LOG_DATEFMT = "%d %b %H:%M"

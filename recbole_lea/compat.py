@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -191,11 +192,36 @@ def _no_pickled_data() -> None:
     recbole.data.load_split_dataloaders = load_split_dataloaders
 
 
+def quiet_third_party_warnings() -> None:
+    """Silence, one by one at the line they come from, the deprecation warnings of our
+    dependencies that a user can do nothing about; every other warning (ours included) shows."""
+    # recbole/data/dataset/dataset.py (_fill_nan, _normalize): `feat[field].fillna(..., inplace=True)`,
+    # pandas' chained-assignment FutureWarning (the fill still works on pandas 2; pandas<3 is pinned)
+    warnings.filterwarnings(
+        "ignore",
+        message="A value is trying to be set on a copy of a DataFrame or Series through chained assignment",
+        category=FutureWarning,
+        module=r"recbole\.data\.dataset\.dataset",
+    )
+    # recbole/trainer/trainer.py, Trainer.__init__: `amp.GradScaler(enabled=...)` of torch.cuda.amp
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.cuda\.amp\.GradScaler", category=FutureWarning, module=r"recbole\.trainer\.trainer"
+    )
+    # transformers/modeling_utils.py: peft reads the deprecated `is_gradient_checkpointing` property
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`is_gradient_checkpointing` is deprecated",
+        category=FutureWarning,
+        module=r"transformers\.modeling_utils",
+    )
+
+
 def apply() -> None:
     """Apply every shim once."""
     global _APPLIED
     if _APPLIED:
         return
+    quiet_third_party_warnings()
     _numpy2_aliases()
     _disable_anomaly_detection()
     _literal_option_values()

@@ -1,18 +1,11 @@
 """Stage 4 of the pipeline: run any model (ours or RecBole's) on an atomic dataset with one config,
 and reload it.
 
-:func:`resolve_run` merges the option layers and checks every key and value before any work:
-
-    RecBole's own defaults < recbole_lea/properties/overall.yaml < run.yaml < the model's layers
-    (model/rl.yaml, model/SA2C.yaml, model/le.yaml, model/<Model>.yaml) < the dataset yaml
-    < --config_files < --key=value
-
-A key that neither RecBole nor a consumer of this run declares is an error with a did-you-mean;
-each consumer (the run, the model classes, the LE build) reads its own keys. For ``*_LEA`` models
-the LE build's options resolve into an :class:`~recbole_lea.le.config.LEConfig`, whose fingerprint
-names the LE folder the run reads (:func:`ensure_le` builds or reuses it, verified).
-:func:`run_recbole_lea` mirrors ``recbole.quick_start.run_recbole`` with plugin-first lookups and a
-plain-dict result.
+The options are resolved and checked by :mod:`recbole_lea.run_config` before anything heavy is
+imported; this module builds or locates the LE of a ``*_LEA`` run (:func:`ensure_le`, verified),
+makes RecBole's ``Config`` and runs RecBole's trainer and evaluator.
+:func:`run_recbole_lea` mirrors ``recbole.quick_start.run_recbole`` with plugin-first lookups and
+a plain-dict result.
 """
 
 from __future__ import annotations
@@ -22,27 +15,27 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import cache
 from logging import getLogger
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from recbole_lea import LOG_FORMAT, compat, registry
+from recbole_lea import LOG_DATEFMT, LOG_FORMAT, compat, registry
 from recbole_lea.errors import ConfigError
-from recbole_lea.options import (
-    PROPERTIES,
-    OptionSpec,
-    build,
-    check_recbole_value,
-    check_value,
-    dataset_yaml_path,
-    opt,
-    read_yaml,
-    specs_of,
-    unknown_key_error,
+from recbole_lea.run_config import (  # noqa: F401 -- re-exported: the public API of a run
+    EVAL_PROTOCOLS,
+    LEA_SUFFIX,
+    ResolvedRun,
+    RunOptions,
+    all_declared_specs,
+    base_dataset_name,
+    default_config_files,
+    describe_options,
+    is_lea_model,
+    option_layers,
+    resolve_run,
+    split_of,
 )
 
 compat.apply()
@@ -51,365 +44,7 @@ from recbole.config import Config  # noqa: E402
 from recbole.data import data_preparation  # noqa: E402
 from recbole.utils import init_logger, init_seed  # noqa: E402
 
-LEA_SUFFIX = "-lea"
-EVAL_PROTOCOLS = ("loo", "sequence")
-#: RecBole keys that would save or load pickled datasets/dataloaders (they run code when loaded
-#: and go stale when the data change): refused
-PICKLE_OPTIONS = ("save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path")
-#: RecBole keys read by its distributed launcher, not listed in its yaml files
-RECBOLE_EXTRA_KEYS = ("nproc", "world_size", "offset", "ip", "port", "local_rank", "single_spec", "model", "dataset")
 
-
-@dataclass
-class RunOptions:
-    """Options of a run itself (read by this module and the RL dataset)."""
-
-    eval_protocol: str = opt(
-        "loo",
-        "`loo` (RecBole leave-one-out) or `sequence` (original SA2C: whole sequences split, every interaction of a "
-        "held-out sequence is a query).",
-        choices=EVAL_PROTOCOLS,
-    )
-    sequence_split_ratios: list = opt(
-        [0.8, 0.1, 0.1], "Train/valid/test shares of whole sequences under eval_protocol=sequence (each > 0)."
-    )
-    split_seed: int = opt(
-        2020,
-        "Seed of the sequence split: which whole sequences are train/valid/test. A property of the data, not of "
-        "the run: every model seed of a comparison and the LE see the same split.",
-    )
-    torch_threads: int = opt(
-        1,
-        "torch intra-op threads of the run (0: torch's default, one per core); these small models gain little "
-        "from more, and several stall when the cores are shared.",
-        ge=0,
-    )
-    le_profile: str = opt(
-        "cpu",
-        "LE build profile of *_LEA models: cpu, paper (recbole_lea/properties/le/) or the path of a profile yaml.",
-    )
-    le_auto_build: bool = opt(
-        True, "*_LEA models: build (or reuse) the LE of this config before training; False: it must exist already."
-    )
-    le_dir: str | None = opt(
-        None,
-        "*_LEA models: use the LE folder <name>-lea/ given here as it is (verified against its manifest), e.g. one "
-        "built on another machine, instead of the LE of this config.",
-    )
-
-
-# ---------------------------------------------------------------------------- names
-def is_lea_model(model: str) -> bool:
-    return model.endswith("_LEA")
-
-
-def base_dataset_name(dataset: str) -> str:
-    return dataset[: -len(LEA_SUFFIX)] if dataset.endswith(LEA_SUFFIX) else dataset
-
-
-# ---------------------------------------------------------------------------- declarations
-@cache
-def recbole_defaults(model: str, dataset: str) -> dict[str, tuple[Any, str]]:
-    """Every key RecBole declares for ``model`` on ``dataset``: key -> (default, file). Our RL
-    models read the keys of their backbones, RecBole's SASRec and GRU4Rec."""
-    import recbole
-
-    root = Path(recbole.__file__).parent / "properties"
-    models = ("SASRec", "GRU4Rec") if registry.is_plugin_model(model) else (model,)
-    files = [root / "overall.yaml", root / "dataset" / "sample.yaml", *(root / "model" / f"{m}.yaml" for m in models)]
-    files += [root / "dataset" / f"{dataset}.yaml", *sorted((root / "quick_start_config").glob("*.yaml"))]
-    out: dict[str, tuple[Any, str]] = {}
-    for f in files:
-        if f.is_file():
-            for key, value in read_yaml(f, "RecBole's file").items():
-                out.setdefault(key, (value, f"RecBole's {f.relative_to(root)}"))
-    from recbole.utils.argument_list import (
-        dataset_arguments,
-        evaluation_arguments,
-        general_arguments,
-        training_arguments,
-    )
-
-    for key in (
-        *general_arguments,
-        *training_arguments,
-        *evaluation_arguments,
-        *dataset_arguments,
-        *RECBOLE_EXTRA_KEYS,
-    ):
-        out.setdefault(key, (None, "RecBole"))
-    return out
-
-
-def option_layers(model_class: type) -> list[tuple[str, type | None, dict[str, tuple[Any, str]]]]:
-    """(yaml file stem, options dataclass, default overrides) of each class of a plugin model that
-    declares options, base classes first."""
-    layers = []
-    for cls in reversed(model_class.__mro__):
-        if "options_file" in cls.__dict__:
-            layers.append(
-                (cls.__dict__["options_file"], cls.__dict__.get("options"), cls.__dict__.get("option_overrides", {}))
-            )
-    return layers
-
-
-def model_specs(model_class: type) -> dict[str, OptionSpec]:
-    specs: dict[str, OptionSpec] = {}
-    for _file, options, _overrides in option_layers(model_class):
-        if options is not None:
-            specs.update(specs_of(options))
-    return specs
-
-
-RUN_SPECS = specs_of(RunOptions)
-
-
-@cache
-def all_declared_specs() -> dict[str, OptionSpec]:
-    """Every option any consumer of ours declares (run, models, LE build)."""
-    from recbole_lea.le.config import SPECS as LE_SPECS
-
-    out = dict(RUN_SPECS)
-    for name in registry.PLUGIN_MODELS:
-        out.update(model_specs(registry.get_model(name)))
-    out.update(LE_SPECS)
-    return out
-
-
-@cache
-def recbole_model_keys() -> frozenset[str]:
-    """Keys of every RecBole built-in model's yaml (known, read by those models only)."""
-    import recbole
-
-    keys: set[str] = set()
-    for f in (Path(recbole.__file__).parent / "properties" / "model").glob("*.yaml"):
-        keys.update(read_yaml(f, "RecBole's file"))
-    return frozenset(keys)
-
-
-def _type_ok(default: Any, value: Any) -> bool:
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if isinstance(default, list | tuple):
-        return isinstance(value, list | tuple)
-    if isinstance(default, dict):
-        return isinstance(value, dict)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    return True
-
-
-def _type_name(value: Any) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a mapping",
-    }.get(type(value), type(value).__name__)
-
-
-# ---------------------------------------------------------------------------- resolution
-@dataclass
-class ResolvedRun:
-    """A run's options, checked: what :func:`build_config` and the LE build read."""
-
-    model: str
-    model_class: type
-    dataset: str  # the base dataset (without -lea)
-    data_path: str
-    files: list[str]  # config files RecBole reads, ours first
-    options: dict[str, Any]  # merged values of every layer above RecBole's own defaults
-    sources: dict[str, str]  # key -> the layer its value came from
-    run: RunOptions
-    le: Any = None  # LEConfig of *_LEA models
-    config_dict: dict[str, Any] = field(default_factory=dict)  # the user's --key=value options
-
-    @property
-    def lea(self) -> bool:
-        return is_lea_model(self.model) and registry.is_plugin_model(self.model)
-
-
-def default_config_files(model: str, dataset: str, data_path: str | None = None) -> list[str]:
-    """Our default layers for ``model`` on ``dataset``; a missing shipped file is an error."""
-    model_class = registry.get_model(model)
-    files = [PROPERTIES / "overall.yaml", PROPERTIES / "run.yaml"]
-    if registry.is_plugin_model(model):
-        files += [PROPERTIES / "model" / f"{stem}.yaml" for stem, _o, _v in option_layers(model_class)]
-    for f in files:
-        if not f.is_file():
-            raise ConfigError(
-                f"The installation of recbole_lea lacks its default file {f}: reinstall the package "
-                "(`pip install .` from a clone, or `python -m recbole_lea.options --write` in a clone)."
-            )
-    ds_yaml = dataset_yaml_path(base_dataset_name(dataset), data_path)
-    return [str(f) for f in files] + ([str(ds_yaml)] if ds_yaml else [])
-
-
-def _file_label(path: str) -> str:
-    """A shipped default file by its place in the package, any other file by its path."""
-    p = Path(path)
-    try:
-        return str(p.relative_to(PROPERTIES.parent.parent))
-    except ValueError:
-        return str(p)
-
-
-def _pick_data_path(layers: list[tuple[str, dict[str, Any]]]) -> str:
-    value = "atomic_datasets/"
-    for _source, values in layers:
-        if values.get("data_path"):
-            value = str(values["data_path"])
-    return value
-
-
-def resolve_run(
-    model: str,
-    dataset: str,
-    config_file_list: list[str] | None = None,
-    config_dict: dict[str, Any] | None = None,
-) -> ResolvedRun:
-    """Merge and check every option of a run; nothing is trained or built."""
-    model_class = registry.get_model(model)  # raises with the closest names
-    dataset = base_dataset_name(dataset)
-    config_dict = dict(config_dict or {})
-    user_files = [str(f) for f in (config_file_list or [])]
-    user_layers = [(f"config file {f}", read_yaml(Path(f), "config file (--config_files)")) for f in user_files]
-    user_layers.append(("the command line / config_dict", config_dict))
-    data_path = _pick_data_path(user_layers)
-    files = default_config_files(model, dataset, data_path)
-    layers = [(_file_label(f), read_yaml(Path(f))) for f in files] + user_layers
-
-    lea = is_lea_model(model) and registry.is_plugin_model(model)
-    from recbole_lea.le.config import DATASET_KEYS as LE_DATASET_KEYS
-    from recbole_lea.le.config import LE_RENAMED
-    from recbole_lea.le.config import SPECS as LE_SPECS
-
-    # what this run reads, and what any consumer declares (a key of another model is ignored
-    # with a warning, so one comparison command can carry every model's options)
-    reads: dict[str, OptionSpec] = dict(RUN_SPECS)
-    if registry.is_plugin_model(model):
-        reads.update(model_specs(model_class))
-    if lea:
-        reads.update(LE_SPECS)
-    declared = {**all_declared_specs(), **reads}
-    rb = recbole_defaults(model_class.__name__, dataset)
-    rb_other = recbole_model_keys()
-    hints = {old: f"was renamed `{new}`." for old, new in LE_RENAMED.items() if old not in rb}
-
-    merged: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    ignored: dict[str, str] = {}
-    user_sources = {source for source, _values in user_layers}
-    for source, values in layers:
-        for key, value in values.items():
-            if key in declared:
-                value = check_value(declared[key], value, source)
-                if key not in reads and key not in LE_DATASET_KEYS and source in user_sources:
-                    ignored[key] = source
-            elif key in rb:
-                default, where = rb[key]
-                if not _type_ok(default, value):
-                    raise ConfigError(
-                        f"Option `{key}` expects {_type_name(default)} (default {default!r} in {where}), got "
-                        f"{value!r} from {source}: fix that value."
-                    )
-                check_recbole_value(key, value, source)
-            elif key in rb_other:
-                if source in user_sources:
-                    ignored[key] = source
-            else:
-                raise unknown_key_error(key, set(declared) | set(rb) | set(rb_other), source, hints)
-            merged[key] = value
-            sources[key] = source
-    for key, source in ignored.items():
-        owner = declared[key].owner if key in declared else "other RecBole models"
-        logging.getLogger(__name__).warning(
-            "option `%s` (from %s) is read by %s, not by a %s run: ignored", key, source, owner, model
-        )
-    for key in PICKLE_OPTIONS:
-        if merged.get(key):
-            raise ConfigError(
-                f"Option `{key}` (from {sources[key]}) is refused: recbole_lea never unpickles RecBole datasets or "
-                "dataloaders (a pickle runs code when loaded, and a saved one goes stale when the data change); "
-                "remove the option, the data load from the atomic files every run."
-            )
-    _check_metrics(merged, sources)
-    run = build(RunOptions, {k: merged[k] for k in RUN_SPECS if k in merged}, "the run options")
-    _check_split(run, sources)
-    resolved = ResolvedRun(
-        model, model_class, dataset, data_path, files + user_files, merged, sources, run, None, config_dict
-    )
-    if lea:
-        resolved.le = _resolve_le(resolved)
-    return resolved
-
-
-def _check_split(run: RunOptions, sources: dict[str, str]) -> None:
-    """Three positive numeric shares of the sequence split (valid and test must not be empty)."""
-    ratios = run.sequence_split_ratios
-    ok = len(ratios) == 3 and all(isinstance(r, int | float) and not isinstance(r, bool) and r > 0 for r in ratios)
-    if run.eval_protocol == "sequence" and not ok:
-        raise ConfigError(
-            f"Option `sequence_split_ratios` must be three positive shares (train, valid, test), got {ratios} "
-            f"from {sources.get('sequence_split_ratios', 'run.yaml')}: an empty valid or test part leaves nothing "
-            "to select or evaluate on; e.g. --sequence_split_ratios=[0.8,0.1,0.1]."
-        )
-
-
-def split_of(run: RunOptions) -> dict[str, Any]:
-    """The split a run trains on, as the LE build's key records it."""
-    if run.eval_protocol == "sequence":
-        return {
-            "protocol": "sequence",
-            "ratios": [float(r) for r in run.sequence_split_ratios],
-            "split_seed": run.split_seed,
-        }
-    return {"protocol": "loo"}
-
-
-def _check_metrics(merged: dict[str, Any], sources: dict[str, str]) -> None:
-    """``valid_metric`` must be one of the metrics at one of the cut-offs."""
-    metric = merged.get("valid_metric")
-    if not isinstance(metric, str) or "@" not in metric:
-        return
-    name, _, k = metric.partition("@")
-    metrics = [m.lower() for m in (merged.get("metrics") or [])]
-    topk = merged.get("topk")
-    ks = topk if isinstance(topk, list) else [topk]
-    if metrics and name.lower() not in metrics:
-        raise ConfigError(
-            f"Option `valid_metric` is {metric} but `metrics` is {merged.get('metrics')}: add {name} or pick one of them."
-        )
-    if k.isdigit() and int(k) not in ks:
-        raise ConfigError(
-            f"Option `valid_metric` is {metric} but `topk` is {topk}: add {k} to topk or pick one of them."
-        )
-
-
-def _resolve_le(resolved: ResolvedRun) -> Any:
-    """The LE build's config: its declared defaults < the profile < the dataset yaml < every
-    LE option given in our files, the user's files or the command line."""
-    from recbole_lea.le.config import SPECS, profile_names, resolve_config
-
-    profile = resolved.run.le_profile
-    if not Path(profile).suffix and profile not in profile_names():
-        raise ConfigError(
-            f"Unknown LE profile {profile!r} (option `le_profile`): choose one of {', '.join(profile_names())}, "
-            "or give the path of a yaml file."
-        )
-    overrides = {k: v for k, v in resolved.options.items() if k in SPECS}
-    return resolve_config(resolved.dataset, profile, overrides, resolved.data_path)
-
-
-# ---------------------------------------------------------------------------- data files
 def check_dataset_files(dataset: str, data_path: str, options: dict[str, Any] | None = None) -> Path:
     """Path of ``<data_path>/<dataset>/<dataset>.inter`` after checking every line of the fields a
     run loads (:func:`recbole_lea.datasets.validate.check_atomic_inter`); converts ml-100k on
@@ -455,7 +90,7 @@ def le_build_logging() -> Iterator[None]:
         yield
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
     level = lea_logger.level
     lea_logger.addHandler(handler)
     lea_logger.setLevel(logging.INFO)
@@ -536,9 +171,14 @@ def recbole_config(resolved: ResolvedRun, le_dir: Path | None = None) -> Config:
         check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
         config_dict["data_path"] = resolved.data_path
     with _no_argv():
-        return Config(
-            model=resolved.model_class, dataset=run_dataset, config_file_list=resolved.files, config_dict=config_dict
+        config = Config(
+            model=registry.get_model(resolved.model),
+            dataset=run_dataset,
+            config_file_list=resolved.files,
+            config_dict=config_dict,
         )
+    config["use_gpu"] = config["device"].type == "cuda"  # the printed config shows the device used
+    return config
 
 
 def build_config(
@@ -578,9 +218,26 @@ def run_recbole_lea(
     callback_fn: Callable[[int, float, dict], None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``model`` on ``dataset`` with RecBole's trainer and evaluator."""
-    resolved = resolve_run(model, dataset, config_file_list, config_dict)
-    le_dir = ensure_le(resolved) if resolved.lea else None
-    config = recbole_config(resolved, le_dir)
+    return run_resolved(resolve_run(model, dataset, config_file_list, config_dict), saved, callback_fn)
+
+
+def run_resolved(
+    resolved: ResolvedRun, saved: bool = True, callback_fn: Callable[[int, float, dict], None] | None = None
+) -> dict[str, Any]:
+    """Run what :func:`resolve_run` resolved: build or locate the LE, load the data, train,
+    evaluate; returns a plain dict (docs/architecture.md, "Runs")."""
+    t_start = time.perf_counter()
+    times: dict[str, float] = {}
+    le_dir, le_built = None, False
+    with le_build_logging():  # RecBole's logger is set up only after these steps
+        if resolved.lea:
+            from recbole_lea.le.cache import StageCache
+
+            computed_before = len(StageCache.computed_log)
+            le_dir = ensure_le(resolved)
+            le_built = len(StageCache.computed_log) > computed_before
+            times["le"] = time.perf_counter() - t_start
+        config = recbole_config(resolved, le_dir)
     if config["torch_threads"]:
         torch.set_num_threads(int(config["torch_threads"]))
     init_seed(config["seed"], config["reproducibility"])
@@ -588,10 +245,12 @@ def run_recbole_lea(
     logger = getLogger()
     logger.info(config)
 
+    t0 = time.perf_counter()
     dataset_obj = registry.create_dataset(config)
     logger.info(dataset_obj)
     _check_topk(config, dataset_obj.item_num - 1)
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+    times["data"] = time.perf_counter() - t0
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_obj = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -608,12 +267,16 @@ def run_recbole_lea(
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=cb
     )
+    times["train"] = time.perf_counter() - start
+    t0 = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    times["test"] = time.perf_counter() - t0
+    times["total"] = time.perf_counter() - t_start
     logger.info(f"best valid : {best_valid_result}")
     logger.info(f"test result: {test_result}")
     result = {
-        "model": model,
-        "dataset": dataset,
+        "model": resolved.model,
+        "dataset": resolved.dataset,
         "best_valid_score": float(best_valid_score),
         "valid_score_bigger": bool(config["valid_metric_bigger"]),
         "best_valid_result": {k: float(v) for k, v in (best_valid_result or {}).items()},
@@ -623,12 +286,23 @@ def run_recbole_lea(
         "epoch_times": list(trainer.epoch_times),
         "train_losses": list(trainer.loss_history),
         "valid_history": list(trainer.valid_history),
-        "wall_time": time.perf_counter() - start,
+        "wall_time": times["train"] + times["test"],
         "le_dir": str(le_dir) if le_dir else None,
+        "le_built": le_built,
         "n_queries": {"valid": len(valid_data._dataset), "test": len(test_data._dataset)},
+        "times_s": times,
+        "log_file": _log_file(),
     }
     result.update(getattr(trainer, "run_notes", {}))
     return result
+
+
+def _log_file() -> str | None:
+    """The log file RecBole's ``init_logger`` opened for this run."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return str(Path(handler.baseFilename))
+    return None
 
 
 def _plain(value: Any) -> bool:
@@ -691,53 +365,3 @@ def load_for_serving(model_file: str, data_path: str | None = None, trust_pickle
 
 
 # ---------------------------------------------------------------------------- --help-options
-def _yaml_comments(path: Path) -> dict[str, str]:
-    """``key: value  # help`` lines of a yaml file -> {key: help}."""
-    out: dict[str, str] = {}
-    if not path.is_file():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line[:1].isspace() or line.startswith("#") or ":" not in line or "#" not in line:
-            continue
-        out[line.split(":", 1)[0].strip()] = line.split("#", 1)[1].strip()
-    return out
-
-
-def describe_options(resolved: ResolvedRun) -> str:
-    """Every option the run reads, grouped by who reads it, with its value in force, where that
-    value came from, and its help."""
-    import recbole
-
-    def row(key: str, value: Any, help_text: str) -> str:
-        source = resolved.sources.get(key, "default")
-        return f"  {key} = {value!r}    [{source}]\n      {help_text}"
-
-    parts = [f"Options of a {resolved.model} run on {resolved.dataset} (value in force, [where it was set], help)"]
-    groups: list[tuple[str, dict[str, OptionSpec], Any]] = [("the run (RunOptions, run.yaml)", RUN_SPECS, None)]
-    if registry.is_plugin_model(resolved.model):
-        for stem, options, _overrides in option_layers(resolved.model_class):
-            if options is not None:
-                groups.append((f"{options.__name__} (model/{stem}.yaml)", specs_of(options), None))
-    if resolved.le is not None:
-        from recbole_lea.le.config import SPECS as LE_SPECS
-
-        groups.append((f"the LE build (LEConfig, profile {resolved.run.le_profile!r})", LE_SPECS, resolved.le))
-    for title, specs, values in groups:
-        parts.append(f"\n{title}:")
-        for name, spec in specs.items():
-            value = getattr(values, name) if values is not None else resolved.options.get(name, spec.default)
-            extra = f" Cache stages: {', '.join(spec.stages)}." if spec.stages else ""
-            parts.append(row(name, value, f"({spec.type_name()}) {spec.help}{extra}"))
-    root = Path(recbole.__file__).parent / "properties"
-    helps = {**_yaml_comments(root / "dataset" / "sample.yaml"), **_yaml_comments(root / "overall.yaml")}
-    helps.update(_yaml_comments(root / "model" / f"{resolved.model_class.__name__}.yaml"))
-    for f in resolved.files:
-        helps.update({k: v for k, v in _yaml_comments(Path(f)).items() if k not in all_declared_specs()})
-    parts.append("\nRecBole (its own options; help from its yaml files or ours):")
-    rb = recbole_defaults(resolved.model_class.__name__, resolved.dataset)
-    for key in sorted(rb, key=str.lower):
-        if key in all_declared_specs() or key in RECBOLE_EXTRA_KEYS:
-            continue
-        value = resolved.options.get(key, rb[key][0])
-        parts.append(row(key, value, helps.get(key, "(RecBole)")))
-    return "\n".join(parts) + "\n"

@@ -2,21 +2,21 @@
 
 RecBole's own ``get_model`` / ``get_trainer`` / ``create_dataset`` search only ``recbole``'s
 modules, and an unknown model name fails with "No module named 'lightgbm'" (the search imports
-``exlib_recommender`` on the way). Here our models are looked up first, then RecBole's, and an
-unknown name gets an error listing every valid one.
+``exlib_recommender`` on the way). Here our models are looked up first, then RecBole's; an unknown
+name gets an error naming the closest matches. Names are checked without importing torch or
+RecBole (:func:`check_model` reads RecBole's model files as text), so bad input is reported at once.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import re
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import Any
 
-from recbole.utils import ModelType
-
-from recbole_lea.compat import CompatTrainerMixin
 from recbole_lea.errors import ConfigError
 
 #: our models: name -> module under recbole_lea.model
@@ -42,11 +42,12 @@ class UnknownModelError(ConfigError):
 
 @lru_cache(maxsize=1)
 def recbole_model_names() -> dict[str, str]:
-    """Every RecBole built-in model: class name -> submodule, read from the source files
-    (no import, so optional dependencies such as lightgbm are never touched)."""
-    import recbole.model
-
-    root = Path(recbole.model.__file__).parent
+    """Every RecBole built-in model: class name -> submodule, read from the source files (nothing
+    is imported, so optional dependencies such as lightgbm, and torch, are never touched)."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("RecBole is not installed: see the install command in README.md.")
+    root = Path(next(iter(spec.submodule_search_locations))) / "model"
     names: dict[str, str] = {}
     for sub in _RECBOLE_SUBMODULES:
         for file in sorted((root / sub).glob("*.py")):
@@ -67,30 +68,41 @@ def is_plugin_model(name: str) -> bool:
     return name in PLUGIN_MODELS
 
 
+def check_model(model_name: str) -> None:
+    """An :class:`UnknownModelError` naming the closest matches and our models, unless
+    ``model_name`` is ours or RecBole's."""
+    if model_name in PLUGIN_MODELS or model_name in recbole_model_names():
+        return
+    close = difflib.get_close_matches(model_name, valid_model_names(), n=3)
+    if not close:  # case slips: sasrec -> SASRec
+        close = [n for n in valid_model_names() if n.lower() == model_name.lower()]
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UnknownModelError(
+        f"Unknown model '{model_name}'.{hint} Our models: {', '.join(sorted(PLUGIN_MODELS))}; any of RecBole's "
+        f"{len(recbole_model_names())} built-ins (SASRec, GRU4Rec, BERT4Rec, ...) runs too: "
+        "`python run_recbole_lea.py --list-models` lists them all."
+    )
+
+
 def get_model(model_name: str) -> type:
     """Model class for ``model_name``: ours first, then RecBole's built-ins."""
+    check_model(model_name)
     if model_name in PLUGIN_MODELS:
         module = importlib.import_module(PLUGIN_MODELS[model_name])
         return getattr(module, model_name)
-    builtins = recbole_model_names()
-    if model_name in builtins:
-        sub = builtins[model_name]
-        module = importlib.import_module(f"recbole.model.{sub}.{model_name.lower()}")
-        return getattr(module, model_name)
-    close = difflib.get_close_matches(model_name, valid_model_names(), n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise UnknownModelError(
-        f"Unknown model '{model_name}'.{hint} Valid models: ours "
-        f"{', '.join(sorted(PLUGIN_MODELS))}; RecBole's {', '.join(sorted(recbole_model_names()))}."
-    )
+    sub = recbole_model_names()[model_name]
+    module = importlib.import_module(f"recbole.model.{sub}.{model_name.lower()}")
+    return getattr(module, model_name)
 
 
 @cache
 def _compat_trainer(base: type) -> type:
+    from recbole_lea.compat import CompatTrainerMixin
+
     return type(base.__name__, (CompatTrainerMixin, base), {"__module__": __name__})
 
 
-def get_trainer(model_type: ModelType, model_name: str) -> type:
+def get_trainer(model_type: Any, model_name: str) -> type:
     """Trainer class: ours for our models, RecBole's otherwise; always with the compat mixin."""
     if model_name in PLUGIN_MODELS:
         from recbole_lea.trainer import RLTrainer
@@ -104,6 +116,8 @@ def get_trainer(model_type: ModelType, model_name: str) -> type:
 def create_dataset(config):  # type: ignore[no-untyped-def]
     """Dataset for ``config``: :class:`RLSequentialDataset` for every sequential model (ours and
     RecBole's, so splits are identical across them), RecBole's own choice otherwise."""
+    from recbole.utils import ModelType
+
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         from recbole_lea.data.dataset import RLSequentialDataset
 

@@ -62,6 +62,15 @@ def write_fake_le_dataset(root: Path, base: pd.DataFrame, name: str = "tiny", di
     return seal_le_dir(folder)
 
 
+@pytest.fixture(autouse=True)
+def _third_party_warnings_quiet() -> None:
+    """pytest records warnings per test with its own filters; install ours (the targeted filters
+    of :func:`recbole_lea.compat.quiet_third_party_warnings`) in each test's context too."""
+    from recbole_lea.compat import quiet_third_party_warnings
+
+    quiet_third_party_warnings()
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("atomic")

@@ -25,8 +25,12 @@ def test_registry_plugin_first_and_builtins() -> None:
     assert registry.get_model("SA2C").__module__ == "recbole_lea.model.sa2c"
     assert registry.get_model("SASRec").__module__.startswith("recbole.model.sequential_recommender")
     assert "LightGBM" in registry.recbole_model_names()  # listed without importing lightgbm
-    trainer = registry.get_trainer(registry.ModelType.SEQUENTIAL, "SASRec")
-    assert issubclass(trainer, registry.CompatTrainerMixin)
+    from recbole.utils import ModelType
+
+    trainer = registry.get_trainer(ModelType.SEQUENTIAL, "SASRec")
+    from recbole_lea.compat import CompatTrainerMixin
+
+    assert issubclass(trainer, CompatTrainerMixin)
 
 
 def test_numpy2_aliases_cover_what_recbole_config_reads(monkeypatch) -> None:

@@ -8,6 +8,7 @@ converts only when the files are missing, so runs can name ``ml-100k`` without a
 from __future__ import annotations
 
 import os
+import time
 
 from recbole_lea.datasets.common import ConvertOptions, DatasetError, EventBuffer, iter_lines
 from recbole_lea.datasets.writer import (
@@ -15,6 +16,7 @@ from recbole_lea.datasets.writer import (
     DatasetSpec,
     TextField,
     finalize_events,
+    logger,
     write_dataset,
 )
 
@@ -120,5 +122,8 @@ def ensure_ml100k(data_path: str) -> str:
     if all(os.path.isfile(os.path.join(folder, f"{NAME}.{ext}")) for ext in ("inter", "item")):
         return folder
     overwrite = os.path.isdir(folder)  # an incomplete folder is replaced; a finished one is kept
+    logger.info("converting ml-100k from the copy in the recbole wheel into %s (first use)", folder)
+    start = time.time()
     convert_ml100k(ConvertOptions(out=data_path), overwrite=overwrite)
+    logger.info("ml-100k converted in %.1f s", time.time() - start)
     return folder

@@ -75,17 +75,23 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+#: modules whose code decides a run's numbers (the LE's code enters through the LE fingerprint;
+#: the CLI, the converters and the experiment drivers cannot change a run's result)
+RUN_CODE = ("model/*.py", "data/*.py", "trainer.py", "compat.py", "registry.py", "options.py", "quick_start.py")
+
+
 def source_digest() -> str:
-    """Digest of everything of ours that can change a run's numbers: every module and shipped
-    option file of the package."""
+    """Digest of the code that decides a run's numbers (:data:`RUN_CODE`): the syntax trees
+    without comments, docstrings or log lines, so such edits keep cached results; the shipped
+    option files enter run keys through their contents."""
+    from recbole_lea.le.cache import source_fingerprint
+
     root = Path(__file__).resolve().parents[1]
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix in (".py", ".yaml", ".hyper") and "__pycache__" not in p.parts
-    )
+    files = sorted({f for pattern in RUN_CODE for f in root.glob(pattern)})
     h = hashlib.sha256()
     for f in files:
         h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
+        h.update(source_fingerprint(f.read_text(encoding="utf-8")).encode())
     return h.hexdigest()[:16]
 
 

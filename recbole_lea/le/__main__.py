@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 
-from recbole_lea import LOG_FORMAT
+from recbole_lea import LOG_DATEFMT, LOG_FORMAT
 from recbole_lea.errors import ConfigError
 
 
@@ -21,13 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data_path", default="atomic_datasets")
     ap.add_argument("--profile", default="cpu", help="cpu | paper | path to a yaml")
     args, rest = ap.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
     from recbole_lea.cli import parse_overrides
 
     try:
         overrides = parse_overrides(rest)
     except SystemExit as e:
         ap.error(str(e).removeprefix("error: "))
+    from recbole_lea.compat import quiet_third_party_warnings
+
+    quiet_third_party_warnings()
     from .build import build_le, check_le_dataset
     from .config import SPECS, resolve_config
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .config import LEConfig
 from .data import BaseData, UserStream
@@ -112,6 +113,7 @@ def backbone_candidates(
             model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
             trainer = Trainer(config, model)
             t0 = time.time()
+            logger.info("candidates: training %s for %d epoch(s)", cfg.le_aug_backbone, cfg.le_aug_backbone_epochs)
             trainer.fit(train_data, valid_data=None, saved=False, show_progress=False)
             fit_s = time.time() - t0
         finally:
@@ -150,7 +152,7 @@ def backbone_candidates(
         L = torch.tensor(lens)
         tops = []
         with torch.no_grad():
-            for i in range(0, len(H), 1024):
+            for i in tqdm(range(0, len(H), 1024), desc="candidates (top-k of each row)", unit="batch", mininterval=5):
                 inter = Interaction({model.ITEM_SEQ: H[i : i + 1024], model.ITEM_SEQ_LEN: L[i : i + 1024]}).to(dev)
                 scores = model.full_sort_predict(inter).view(len(inter), -1).float().cpu() + allowed
                 tops.append(scores.topk(k, dim=1).indices)

@@ -75,9 +75,11 @@ def source_fingerprint(source: str) -> str:
 
 def code_files() -> list[Path]:
     """The modules whose code decides LE outputs: the LE build, the LE file writer and the mirror
-    of RecBole's split (not the test helpers, the CLI or this cache)."""
+    of RecBole's split (not the test helpers, the CLI or this cache, which decides where and
+    whether an artifact is computed, not what it holds)."""
     pkg = Path(__file__).resolve().parents[1]
-    le = [p for p in (pkg / "le").glob("*.py") if p.name not in ("testing.py", "__main__.py", "__init__.py")]
+    skip = ("testing.py", "__main__.py", "__init__.py", "cache.py")
+    le = [p for p in (pkg / "le").glob("*.py") if p.name not in skip]
     return sorted(le) + [pkg / "le_files" / "writer.py", pkg / "le_files" / "fields.py", pkg / "data" / "rows.py"]
 
 
@@ -194,6 +196,9 @@ def locked(path: Path) -> FileLock:
 class StageCache:
     """Atomic, fingerprinted, verified and locked stage folders."""
 
+    #: every stage computed in this process, in order (a run reports whether its LE was built)
+    computed_log: list[str] = []
+
     def __init__(self, root: Path):
         self.root = root / "stages"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -253,6 +258,7 @@ class StageCache:
                     raise no_space(err, final) from None
                 raise
         self.computed.append(name)
+        StageCache.computed_log.append(name)
         self.times[name] = time.time() - t0
         logger.info("stage %s: done in %.1f s -> %s", name, self.times[name], final)
         return final, fp

@@ -13,8 +13,7 @@ from recbole.model.layers import TransformerEncoder
 from torch import nn
 
 from recbole_lea.errors import ConfigError
-
-BACKBONES = ("SASRec", "GRU4Rec")
+from recbole_lea.model.options import BACKBONES
 
 
 class FastDropout(nn.Dropout):

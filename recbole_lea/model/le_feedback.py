@@ -17,121 +17,21 @@ the state's scale) are options here; the model docstrings say which default was 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from recbole_lea.errors import ConfigError
 from recbole_lea.le_files.fields import LE_FIELD_NAMES
+from recbole_lea.model.options import (
+    LEFeedbackOptions,
+    flags_of,
+)
 from recbole_lea.model.rl_base import read_options
-from recbole_lea.options import opt
-
-STATE_MODES = ("none", "concat", "only")
-REWARD_TRANSFORMS = ("shaped", "sigmoid", "raw")
-LE_NEGATIVES = ("sampled", "stored", "both")
-
-
-@dataclass(frozen=True)
-class LEFlags:
-    """Which LE inputs a run uses (the paper's variants are presets over these)."""
-
-    le_reward: bool = False  # LER: rewards r^e from the LE reward model
-    le_state: str = "none"  # LES (concat, Eq. 4) / LES' (only, Eq. 3) / none
-    l_ah: bool = False  # supervised loss on the LE-augmented action (Eq. 13)
-    l_aq: bool = False  # TD loss on the LE-augmented action (Eq. 14)
-
-    @property
-    def any(self) -> bool:
-        return self.le_reward or self.le_state != "none" or self.l_ah or self.l_aq
-
-
-#: the paper's variants (section 4.3, Tables 2-5) as presets over the flags
-VARIANTS: dict[str, LEFlags] = {
-    "none": LEFlags(),
-    "LER": LEFlags(le_reward=True),
-    "LES": LEFlags(le_state="concat"),
-    "LES'": LEFlags(le_state="only"),
-    "LESR": LEFlags(le_reward=True, le_state="concat"),
-    "LEA": LEFlags(l_ah=True, l_aq=True),
-    "LEAR": LEFlags(le_reward=True, l_ah=True, l_aq=True),
-    "LEAS": LEFlags(le_state="concat", l_ah=True, l_aq=True),
-    "LEASR": LEFlags(le_reward=True, le_state="concat", l_ah=True, l_aq=True),
-    "LEAS'R": LEFlags(le_reward=True, le_state="only", l_ah=True, l_aq=True),
-    "sv": LEFlags(l_ah=True),
-    "q": LEFlags(l_aq=True),
-    "sv+q": LEFlags(l_ah=True, l_aq=True),
-}
-#: spellings without an apostrophe for shells
-VARIANT_ALIASES = {"LESp": "LES'", "LES_prime": "LES'", "LEASpR": "LEAS'R", "LEAS_primeR": "LEAS'R"}
-
-
-def resolve_variant(name: str) -> str:
-    return VARIANT_ALIASES.get(name, name)
-
-
-@dataclass
-class LEFeedbackOptions:
-    """Options of the LE feedback in ``*_LEA`` models."""
-
-    variant: str = opt(
-        "LEASR",
-        "Paper preset: LER, LES, LES' (alias LESp), LESR, LEA, LEAR, LEAS, LEASR, LEAS'R (alias LEASpR), sv, q, "
-        "sv+q, none, or custom (explicit flags only).",
-        choices=(*VARIANTS, *VARIANT_ALIASES, "custom"),
-    )
-    le_reward: bool | None = opt(None, "Override the preset: rewards from the LE reward model (LER).")
-    le_state: str | None = opt(
-        None,
-        "Override the preset: Q-head state `none`, `concat` (LE state || h_t, Eq. 4) or `only` (LE state, Eq. 3).",
-        choices=STATE_MODES,
-    )
-    l_ah: bool | None = opt(None, "Override the preset: supervised loss on the LE-augmented action (L_ah, Eq. 13).")
-    l_aq: bool | None = opt(None, "Override the preset: TD loss on the LE-augmented action (L_aq, Eq. 14).")
-    w_ah: float = opt(0.1, "Weight of L_ah in Eq. 15 (paper's best on LFM: 0.1).", ge=0)
-    w_aq: float = opt(0.01, "Weight of L_aq in Eq. 15 (paper's best on LFM: 0.01).", ge=0)
-    le_reward_transform: str = opt(
-        "shaped",
-        "LE score -> reward: shaped (behaviour reward + le_reward_scale x score standardised over the training "
-        "rows), sigmoid (sigmoid of the score) or raw.",
-        choices=REWARD_TRANSFORMS,
-    )
-    le_reward_scale: float = opt(
-        0.5, "For `shaped`: reward change per standard deviation of the LE score (0: the behaviour rewards)."
-    )
-    le_state_norm: bool = opt(True, "Standardise each LE state dimension with training-row mean/std before the Q head.")
-    le_negatives: str = opt(
-        "sampled",
-        "Negatives with LE rewards: sampled (fresh uniform each step, rewarded with the LE's mean negative score), "
-        "stored (the build's one LE-scored negative per row, fixed across epochs) or both.",
-        choices=LE_NEGATIVES,
-    )
-    le_serving: bool = opt(
-        False, "Build the model on a dataset without LE fields, to rank with a trained checkpoint (no training)."
-    )
-
-
-def flags_of(options: LEFeedbackOptions) -> LEFlags:
-    """The preset of ``variant`` with the explicit flags applied."""
-    base = LEFlags() if options.variant == "custom" else VARIANTS[resolve_variant(options.variant)]
-    return LEFlags(
-        le_reward=base.le_reward if options.le_reward is None else options.le_reward,
-        le_state=base.le_state if options.le_state is None else options.le_state,
-        l_ah=base.l_ah if options.l_ah is None else options.l_ah,
-        l_aq=base.l_aq if options.l_aq is None else options.l_aq,
-    )
 
 
 class LEFeedback:
     """Mixin over a :class:`~recbole_lea.model.rl_base.DoubleQRecommender` subclass: LE rewards,
     states and augmented actions through its hooks."""
-
-    options: type | None = LEFeedbackOptions
-    options_file: str = "le"
-    #: defaults of options declared elsewhere that the LEA models change: (value, reason)
-    option_overrides: dict = {
-        "neg_num": (1, "(int) One fresh negative per step, as the paper's LE variants (one a^-).")
-    }
 
     def setup_options(self, config, dataset) -> None:  # type: ignore[no-untyped-def]
         super().setup_options(config, dataset)  # type: ignore[misc]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,34 +32,9 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_lea.data.dataset import DONE_FIELD
-from recbole_lea.model.backbones import BACKBONES, build_encoder
-from recbole_lea.options import build, opt
-
-CE_HEADS = ("linear", "tied")
-
-
-@dataclass
-class RLOptions:
-    """Options of every RL recommender (SNQN and what builds on it)."""
-
-    backbone: str = opt("SASRec", "Sequence encoder G.", choices=BACKBONES)
-    gamma: float = opt(0.5, "Discount factor (original code: 0.5).", ge=0, le=1)
-    neg_num: int = opt(10, "Uniform negatives per sample for L_n (original: 10).", ge=1)
-    q_weight: float = opt(1.0, "Weight of the TD losses l_p and l_n (original `weight`: 1.0).", ge=0)
-    reward_click: float = opt(1.0, "Reward of the observed action (one behaviour: 1.0).")
-    reward_negative: float = opt(0.0, "Reward of a sampled negative action (original: 0.0).")
-    use_done: bool = opt(True, "Zero the positive bootstrap on each user's last training row.")
-    target_dropout: bool = opt(
-        True, "Dropout on in the no-grad target passes, as the original code (False: faster on CPU)."
-    )
-    fast_dropout: bool = opt(
-        True, "CPU dropout masks from 16 random bits each (same distribution, about half the cost of torch's)."
-    )
-    ce_head: str = opt(
-        "linear",
-        "Supervised head: linear (own W_u, b_u; original code) or tied (h E^T, as RecBole's SASRec).",
-        choices=CE_HEADS,
-    )
+from recbole_lea.model.backbones import build_encoder
+from recbole_lea.model.options import RLOptions
+from recbole_lea.options import build
 
 
 class TiedHead(nn.Module):
@@ -112,9 +86,6 @@ class DoubleQRecommender(SequentialRecommender):
     """Supervised sequential model + double-Q head with sampled negatives (SNQN's update)."""
 
     input_type = InputType.POINTWISE
-    #: the options this class declares, and the yaml file (under properties/model/) that holds them
-    options: type | None = RLOptions
-    options_file: str = "rl"
 
     def __init__(self, config, dataset) -> None:  # type: ignore[no-untyped-def]
         super().__init__(config, dataset)

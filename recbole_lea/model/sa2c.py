@@ -31,38 +31,17 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import torch
 
+from recbole_lea.model.options import SA2COptions
 from recbole_lea.model.rl_base import DoubleQRecommender, read_options
-from recbole_lea.options import opt
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class SA2COptions:
-    """SA2C's own options: when the advantage phase starts and how it weights L_h."""
-
-    switch_step: int | None = opt(
-        None,
-        "Optimiser steps before the advantage phase; empty: `switch_epochs` epochs of this data "
-        "(original code: 15000, fixed for logs of ~1M events).",
-        ge=1,
-    )
-    switch_epochs: float = opt(4.0, "With `switch_step` empty: the switch comes after this many epochs' steps.", gt=0)
-    learning_rate_phase2: float = opt(
-        0.001, "Learning rate of the second Adam after the switch (original: 1e-3).", gt=0
-    )
-    advantage_clip: float = opt(10.0, "The advantage is clipped to [0, this] (original: 10).", gt=0)
-
-
 class SA2C(DoubleQRecommender):
     r"""SA2C over a ``backbone``: SNQN, then the advantage-weighted supervised loss."""
-
-    options = SA2COptions
-    options_file = "SA2C"
 
     def setup_options(self, config, dataset) -> None:  # type: ignore[no-untyped-def]
         super().setup_options(config, dataset)

@@ -45,6 +45,3 @@ from recbole_lea.model.rl_base import DoubleQRecommender
 
 class SNQN(DoubleQRecommender):
     r"""SNQN over a ``backbone`` (SASRec or GRU4Rec): supervised CE + double-Q with negatives."""
-
-    options = None  # none of its own: RLOptions (rl.yaml) are SNQN's
-    options_file = "SNQN"

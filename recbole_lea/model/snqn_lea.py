@@ -45,6 +45,3 @@ from recbole_lea.model.snqn import SNQN
 
 class SNQN_LEA(LEFeedback, SNQN):
     r"""SNQN with LE states, rewards and augmented actions."""
-
-    options = None
-    options_file = "SNQN_LEA"
