@@ -386,27 +386,25 @@ def _choice_text(spec: OptionSpec) -> str:
 # ------------------------------------------------------------------------------ generated files
 def generated_files() -> dict[Path, str]:
     """The yaml files rendered from the declarations: ``run.yaml`` and one per model layer."""
-    from recbole_lea import registry
-    from recbole_lea.quick_start import RunOptions, option_layers
+    from recbole_lea.model.options import MODEL_LAYERS, MODEL_TITLES
+    from recbole_lea.run_config import RunOptions
 
     out = {
         PROPERTIES / "run.yaml": render_yaml(
-            "Options of every run (recbole_lea.quick_start.RunOptions), our models and RecBole's alike.",
+            "Options of every run (recbole_lea.run_config.RunOptions), our models and RecBole's alike.",
             specs_of(RunOptions).values(),
         )
     }
-    for name in registry.PLUGIN_MODELS:
-        for stem, options, overrides in option_layers(registry.get_model(name)):
+    for model, layers in MODEL_LAYERS.items():
+        for stem, options, overrides in layers:
             path = PROPERTIES / "model" / f"{stem}.yaml"
             if path in out:
                 continue
-            owner = (
-                options if options is not None else registry.get_model(stem if stem in registry.PLUGIN_MODELS else name)
-            )
-            title = (owner.__doc__ or stem).strip().splitlines()[0]
-            if options is None:
-                title += "\nNo options of its own: the files of the classes it builds on hold them."
-            out[path] = render_yaml(f"{stem}: {title}", specs_of(options).values() if options else (), overrides)
+            if options is not None:
+                title = f"{stem}: {(options.__doc__ or '').strip().splitlines()[0]}"
+            else:
+                title = f"{MODEL_TITLES[stem if stem in MODEL_TITLES else model]}\nNo options of its own: the files of the layers under it hold them."
+            out[path] = render_yaml(title, specs_of(options).values() if options else (), overrides)
     return out
 
 

@@ -35,14 +35,14 @@ def test_every_declared_option_has_help_and_every_le_option_a_stage_tag() -> Non
 def test_missing_default_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import shutil
 
-    from recbole_lea import quick_start
+    from recbole_lea import run_config
 
     copy = tmp_path / "properties"
     shutil.copytree(PROPERTIES, copy)
     (copy / "model" / "SA2C.yaml").unlink()
-    monkeypatch.setattr(quick_start, "PROPERTIES", copy)
+    monkeypatch.setattr(run_config, "PROPERTIES", copy)
     with pytest.raises(ConfigError, match=r"lacks its default file .*SA2C\.yaml"):
-        quick_start.default_config_files("SA2C", "ml-100k")
+        run_config.default_config_files("SA2C", "ml-100k")
 
 
 def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path: Path, tiny_root: Path) -> None:
@@ -85,4 +85,4 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path: Path,
         [str(bindir / "run_recbole_lea"), *args], cwd=elsewhere, capture_output=True, text=True, env=env
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "SA2C on tiny" in run.stdout and "ndcg@10" in run.stdout
+    assert "SA2C (backbone SASRec) on tiny" in run.stdout and "ndcg@10" in run.stdout
