@@ -108,6 +108,24 @@ def test_item_tokens_learn_their_sentence() -> None:
     assert all(p.grad is None and not p.requires_grad for p in llm.parameters())  # LLM frozen
 
 
+
+def test_item_tokens_without_steps_or_report_run_no_llm_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cpu profile trains no token steps and asks for no accuracy: the initial table is the
+    result and the LLM never runs (it took minutes for every item's sentence)."""
+    from recbole_lea.le import item_tokens
+
+    llm, tok = tiny_llm()
+    sents = [("", " movie is titled a b c"), ("", " movie is titled d e")]
+    with_report, _ = item_tokens.train_item_tokens(llm, tok, sents, LEConfig(le_token_steps=0, le_token_eval=True))
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("the LLM ran")
+
+    monkeypatch.setattr(item_tokens, "_loss_acc", boom)
+    table, report = item_tokens.train_item_tokens(llm, tok, sents, LEConfig(le_token_steps=0, le_token_eval=False))
+    assert torch.equal(table, with_report) and report["token_accuracy"] is None
+
+
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_item_tokens_start_on_the_embedding_modules_scale(arch: str) -> None:
     """Gemma's embedding module multiplies its table by sqrt(hidden); an item token replaces a module

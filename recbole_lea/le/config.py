@@ -112,7 +112,10 @@ class LEConfig:
         choices=("mean", "random"),
     )
     le_token_eval: bool = le_opt(
-        True, "Extra no-grad pass for the final accuracy (False: the last step's accuracy, cheaper).", ("item_tokens",)
+        True,
+        "Extra no-grad pass for the final accuracy (False: the last step's accuracy, cheaper; with 0 steps no pass "
+        "at all and no accuracy).",
+        ("item_tokens",),
     )
 
     # --- joint reward + state model (paper Eq. 1, 2) -------------------------------------------

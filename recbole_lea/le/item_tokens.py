@@ -103,8 +103,13 @@ def train_item_tokens(
         p.requires_grad_(False)
     sents = encode_sentences(tokenizer, sentences, cfg)
     table = init_item_tokens(llm, sents, cfg, seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     n = len(sents)
+    if cfg.le_token_steps == 0 and not cfg.le_token_eval:
+        # nothing to train and no report asked for: the initial table is the result, and the
+        # teacher-forced pass over every item's sentence (minutes on a CPU) is skipped
+        logger.info("item tokens: %d items initialised (%s), no training steps, no accuracy pass", n, cfg.le_token_init)
+        return table, {"items": n, "steps": 0, "token_accuracy": None, "token_accuracy_init": None}
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # group sentences of similar length to keep padding small
     order = np.argsort([len(s.after) for s in sents], kind="stable")
     bs = max(1, cfg.le_token_batch)
