@@ -108,7 +108,6 @@ def test_item_tokens_learn_their_sentence() -> None:
     assert all(p.grad is None and not p.requires_grad for p in llm.parameters())  # LLM frozen
 
 
-
 def test_item_tokens_without_steps_or_report_run_no_llm_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     """The cpu profile trains no token steps and asks for no accuracy: the initial table is the
     result and the LLM never runs (it took minutes for every item's sentence)."""
