@@ -113,7 +113,14 @@ def le_folder(resolved: ResolvedRun) -> Path:
             raise ConfigError(
                 f"Option `le_dir` must name a folder called {expected}/ (the LE of {resolved.dataset}), got {folder}."
             )
-        verify_le_dir(folder, f"rebuild it, or fix `le_dir` ({folder})")
+        manifest = verify_le_dir(folder, f"rebuild it, or fix `le_dir` ({folder})")
+        built, asked = manifest.get("split"), split_of(resolved.run)
+        if built is not None and built != asked:
+            raise ConfigError(
+                f"The LE in `le_dir` {folder} was built for the split {built}, but this run uses {asked}: the LE may "
+                "have trained on sequences this run holds out. Run with the split it was built for "
+                "(eval_protocol, sequence_split_ratios, split_seed), or build the LE of this split."
+            )
         return folder
     check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
     plan = plan_le(resolved.dataset, resolved.data_path, resolved.le, split_of(resolved.run))
@@ -165,8 +172,11 @@ def recbole_config(resolved: ResolvedRun, le_dir: Path | None = None) -> Config:
         config_dict["load_col"] = load_col
         config_dict["alias_of_item_id"] = [c for c in LE_ITEM_FIELDS if c in header]
         config_dict["data_path"] = str(le_dir.parent)
+        from recbole_lea.le_files.check import read_manifest
+
+        built = read_manifest(le_dir).get("config") or {}
         for key in ("le_state_dim",):  # LE options the model reads: the values the LE was built with
-            config_dict[key] = getattr(resolved.le, key)
+            config_dict[key] = built.get(key, getattr(resolved.le, key))
     else:
         check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
         config_dict["data_path"] = resolved.data_path

@@ -112,3 +112,11 @@ def test_the_split_is_data_not_run(held_out_unique: dict[str, Any]) -> None:
         run_recbole_lea(
             "SA2C_LEA", "tiny", config_dict={**opts, "eval_protocol": "loo", "le_auto_build": False}, saved=False
         )
+
+
+def test_an_le_of_another_split_is_refused_through_le_dir(held_out_unique: dict[str, Any]) -> None:
+    opts = held_out_unique["options"]
+    le_dir = run_recbole_lea("SA2C_LEA", "tiny", config_dict=opts, saved=False)["le_dir"]
+    loo = {**opts, "eval_protocol": "loo", "le_dir": le_dir}
+    with pytest.raises(ConfigError, match=r"built for the split .*'sequence'.*this run uses \{'protocol': 'loo'\}"):
+        run_recbole_lea("SA2C_LEA", "tiny", config_dict=loo, saved=False)
