@@ -1,11 +1,16 @@
 """python -m recbole_lea.le build --dataset ml-100k --profile cpu [--key value ...]
 python -m recbole_lea.le check --dataset ml-100k [--profile cpu] [--key value ...]
-python -m recbole_lea.le options [--dataset ml-100k --profile cpu]"""
+python -m recbole_lea.le options [--dataset ml-100k --profile cpu]
+
+Several processes (one per GPU, or CPU processes with --le_device cpu) split the build:
+accelerate launch --multi_gpu --num_processes N -m recbole_lea.le build --dataset D --profile paper ...
+torchrun --nproc_per_node N -m recbole_lea.le build --dataset D ..."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from recbole_lea import LOG_DATEFMT, LOG_FORMAT
@@ -48,10 +53,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         out = build_le(args.dataset, args.data_path, cfg=cfg)
     except ConfigError as e:  # LEInputError included: one message naming the thing and the fix
-        print(f"error: {e}", file=sys.stderr)
+        if _main_process():  # the processes of a launched build stop together: one of them says why
+            print(f"error: {e}", file=sys.stderr)
         return 2
-    print(out)
+    if _main_process():
+        print(out)
     return 0
+
+
+def _main_process() -> bool:
+    """Process 0 of a launched multi-process build (or the only process)."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,27 @@ from recbole_lea.le_files.check import LEDatasetMismatch, verify_le_dir
 
 from .cache import StageCache, code_version, locked, sha_of, tmp_name
 from .config import NEUTRAL, STAGES, LEConfig, resolve_config, stage_options
-from .data import BaseData, LEInputError, item_sentences, load_base, training_item_pool, training_streams
-from .llm import file_sha256, load_llm, model_source, resolve_device, resolve_dtype
+from .data import (
+    BaseData,
+    LEInputError,
+    UserStream,
+    item_sentences,
+    load_base,
+    training_item_pool,
+    training_streams,
+)
+from .distributed import Dist, check_agreement, init_dist
+from .llm import (
+    check_quantization,
+    converted_folder,
+    file_sha256,
+    load_llm,
+    memory_guard,
+    model_source,
+    resolve_device,
+    resolve_dtype,
+)
+from .train import sample_negatives
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +128,7 @@ def plan_le(dataset: str, data_path: Path | str, cfg: LEConfig, split: dict[str,
     cache = cfg.cache_dir()
     src = model_source(cfg)
     device = resolve_device(cfg)
+    check_quantization(cfg, device)
     plan = LEPlan(
         dataset=dataset,
         data_path=data_path,
@@ -157,10 +177,17 @@ class _LLMHolder:
         self.cfg = cfg
         self._llm = None
 
-    def get(self):
+    def get(self):  # type: ignore[no-untyped-def]
         if self._llm is None:
             self._llm = load_llm(self.cfg)
         return self._llm
+
+    def folder(self) -> Path | None:
+        """The loaded model's folder (for the out-of-memory message), None before loading."""
+        if self._llm is None:
+            return None
+        src = self._llm[2]
+        return src.path if src.kind == "hf" else converted_folder(src, self.cfg)
 
 
 def build_le(
@@ -172,28 +199,78 @@ def build_le(
     _stop_after: str | None = None,
     cfg: LEConfig | None = None,
     split: dict[str, Any] | None = None,
+    _sharded: bool = False,
 ) -> Path:
     """Build (or reuse) the LE folder of ``dataset`` for these options and return it. ``split``:
     the split whose training rows train the LE (default leave-one-out; see
-    :func:`recbole_lea.quick_start.split_of`)."""
+    :func:`recbole_lea.quick_start.split_of`).
+
+    Started by a launcher with several processes (``accelerate launch``, ``torchrun``), every
+    process calls this and the stages are split across them (:mod:`recbole_lea.le.distributed`);
+    process 0 writes the LE folder and every process returns it. ``_sharded`` runs that path in
+    one process (tests)."""
     cfg = cfg or resolve_config(dataset, profile, overrides, data_path)
     plan = plan_le(dataset, data_path, cfg, split)
-    with locked(cfg.cache_dir() / "locks" / f"build-{dataset}-{plan.fingerprint[:24]}.lock"):
-        return _build(plan, _stage_hook, _stop_after)
+    lock_path = cfg.cache_dir() / "locks" / f"build-{dataset}-{plan.fingerprint[:24]}.lock"
+    dist = init_dist(plan.device)
+    if dist is None and not _sharded:
+        with locked(lock_path):
+            return _build(plan, _stage_hook, _stop_after)
+    dist = dist or Dist()
+    check_agreement(dist, _described(plan))
+    # process 0 holds the build lock for the group (two builds of one LE run one after the other)
+    lock = locked(lock_path) if dist.is_main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        dist.barrier()
+        return _build(plan, _stage_hook, _stop_after, dist)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_after: str | None) -> Path:
-    t_start = time.time()
-    cfg, dataset = plan.cfg, plan.dataset
-    out_dir = plan.out_dir
+def _described(plan: LEPlan) -> dict[str, Any]:
+    """What every process of one build must agree on: each option, the data, the LLM weights,
+    the split, the code and the cache folder."""
+    out: dict[str, Any] = {k: v for k, v in plan.cfg.to_dict().items()}
+    out["le_cache_dir (resolved)"] = str(plan.cfg.cache_dir().resolve())
+    out[f"{plan.dataset}.inter sha256"] = plan.files["inter"]
+    out[f"{plan.dataset}.item sha256"] = plan.files["item"]
+    out["LLM weights sha256"] = plan.model["sha256"]
+    out["split"] = plan.split
+    out["LE code version"] = plan.code
+    out["device type"] = plan.device.type
+    return out
+
+
+def _up_to_date(out_dir: Path, plan: LEPlan) -> bool:
     try:
         verify_le_dir(out_dir, plan.fix())
         if json.loads((out_dir / "manifest.json").read_text()).get("fingerprint") == plan.fingerprint:
             logger.info("LE folder %s is up to date", out_dir)
-            return out_dir
+            return True
     except LEDatasetMismatch as err:
         if out_dir.exists():
             logger.warning("%s; rewriting it from the cached stages", err)
+    return False
+
+
+def _build(
+    plan: LEPlan,
+    _stage_hook: Callable[[str, int], None] | None,
+    _stop_after: str | None,
+    dist: Dist | None = None,
+) -> Path:
+    t_start = time.time()
+    cfg, dataset = plan.cfg, plan.dataset
+    out_dir = plan.out_dir
+    main = dist is None or dist.is_main
+    fresh = _up_to_date(out_dir, plan) if main else False
+    if dist is not None:
+        fresh = bool(dist.broadcast_json(fresh))
+    if fresh:
+        return out_dir
     if cfg.le_threads > 0:
         torch.set_num_threads(cfg.le_threads)
     base = load_base(plan.data_path, dataset, cfg, plan.split)
@@ -204,6 +281,10 @@ def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_a
     pool = training_item_pool(streams)
     hook = _stage_hook or (lambda stage, i: None)
 
+    def guard(stage: str):  # type: ignore[no-untyped-def]
+        """Out-of-memory inside a stage: one message with the model size and what to try."""
+        return memory_guard(cfg, stage, device, plan.dtype, holder.folder)
+
     # 1. item tokens ------------------------------------------------------------------------
     from .item_tokens import train_item_tokens
 
@@ -211,12 +292,19 @@ def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_a
         llm, tok, _src, _dev, _dt = holder.get()
         sents = item_sentences(base, cfg)
         hook("item_tokens", 0)
-        table, report = train_item_tokens(llm, tok, sents, cfg, seed=cfg.le_seed)
+        with guard("item_tokens"):
+            table, report = train_item_tokens(llm, tok, sents, cfg, seed=cfg.le_seed)
         hook("item_tokens", 1)
         torch.save(table, out / "item_tokens.pt")
         return {"report": report}
 
-    p_tok, _ = cache.run("item_tokens", plan.keys["item_tokens"], do_item_tokens)
+    if dist is None:
+        p_tok, _ = cache.run("item_tokens", plan.keys["item_tokens"], do_item_tokens)
+    else:
+        from .sharded import sharded_item_tokens
+
+        with guard("item_tokens"):
+            p_tok = sharded_item_tokens(cache, plan, dist, holder, item_sentences(base, cfg), do_item_tokens, hook)
     if _stop_after == "item_tokens":
         return p_tok
 
@@ -232,27 +320,58 @@ def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_a
         llm, tok, _src, dev, _dt = holder.get()
         if "model" not in built:
             torch.manual_seed(cfg.le_seed)
-            built["model"] = LEModel(llm, table, cfg).to(dev)
+            model = LEModel(llm, table, cfg)
+            built["model"] = model.place(dev) if cfg.le_quantization != "none" else model.to(dev)
         return built["model"], prefix_ids(tok, cfg)
 
-    def do_train(out: Path) -> dict:
-        table = torch.load(p_tok / "item_tokens.pt", weights_only=True)
-        model, prefix = make_model(table)
+    def train_inputs() -> tuple[np.ndarray, list[np.ndarray]]:
         rng = np.random.default_rng(cfg.le_seed)
         n_users = max(1, int(round(cfg.le_train_fraction * len(streams)))) if streams else 0
         chosen = np.sort(rng.choice(len(streams), size=n_users, replace=False)) if n_users else np.zeros(0, int)
         train_streams = [streams[i].items for i in chosen]
         if cfg.le_train_max_steps_per_user > 0:
             train_streams = [s[-(cfg.le_train_max_steps_per_user + 1) :] for s in train_streams]
-        hook("le_train", 0)
-        history = train_le(model, prefix, train_streams, pool, cfg, seed=cfg.le_seed + 1)
-        hook("le_train", 1)
+        return chosen, train_streams
+
+    def save_train(out: Path, model: LEModel, chosen: np.ndarray, train_streams: list[np.ndarray], history) -> dict:  # type: ignore[no-untyped-def]
         torch.save(model.trainable_state(), out / "le_state.pt")
         users = [streams[i].user for i in chosen]
         (out / "train_users.json").write_text(json.dumps(users))
         return {"history": history, "users": len(users), "steps": int(sum(len(s) - 1 for s in train_streams))}
 
-    p_train, _ = cache.run("le_train", plan.keys["le_train"], do_train)
+    def do_train(out: Path) -> dict:
+        table = torch.load(p_tok / "item_tokens.pt", weights_only=True)
+        model, prefix = make_model(table)
+        chosen, train_streams = train_inputs()
+        hook("le_train", 0)
+        with guard("le_train"):
+            history = train_le(model, prefix, train_streams, pool, cfg, seed=cfg.le_seed + 1)
+        hook("le_train", 1)
+        return save_train(out, model, chosen, train_streams, history)
+
+    if dist is None:
+        p_train, _ = cache.run("le_train", plan.keys["le_train"], do_train)
+    else:
+        from .sharded import sharded_le_train
+
+        def dp_train(on_epoch: Callable[[int], None], checkpoints) -> tuple[LEModel, Callable[[Path], dict]]:  # type: ignore[no-untyped-def]
+            from .train import train_le_dp
+
+            table = torch.load(p_tok / "item_tokens.pt", weights_only=True)
+            model, prefix = make_model(table)
+            chosen, train_streams = train_inputs()
+            hook("le_train", 0)
+            with guard("le_train"):
+                history = train_le_dp(
+                    model, prefix, train_streams, pool, cfg, cfg.le_seed + 1, dist, checkpoints, on_epoch
+                )
+            hook("le_train", 1)
+            return model, lambda out: {
+                **save_train(out, model, chosen, train_streams, history),
+                "processes": dist.world,
+            }
+
+        p_train = sharded_le_train(cache, plan, dist, dp_train, hook)
     if _stop_after == "le_train":
         return p_train
 
@@ -272,71 +391,53 @@ def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_a
         np.save(out / "candidates.npy", table)
         return info
 
-    p_cand, _ = cache.run("candidates", plan.keys["candidates"], do_candidates)
+    p_cand = _on_main(cache, "candidates", plan, dist, do_candidates)
 
     # 4. streaming featurization ------------------------------------------------------------------
     from .model import stream_features
-    from .train import sample_negatives
 
-    def do_featurize(out: Path) -> dict:
+    def featurizer() -> tuple[LEModel, list[int]]:
         table = torch.load(p_tok / "item_tokens.pt", weights_only=True)
         model, prefix = make_model(table)
         model.load_trainable_state(torch.load(p_train / "le_state.pt", weights_only=True))
         model.eval()
+        return model, prefix
+
+    def do_featurize(out: Path) -> dict:
+        model, prefix = featurizer()
         cand = np.load(p_cand / "candidates.npy")
-        rng = np.random.default_rng(cfg.le_seed + 2)
-        targets = np.concatenate([s.rows[1:] for s in streams]) if streams else np.zeros(0, np.int64)
-        n_aug = int(round(cfg.le_aug_fraction * len(targets)))
-        aug_rows = np.zeros(n_rows, dtype=bool)
-        if n_aug:
-            aug_rows[rng.choice(targets, size=n_aug, replace=False)] = True
-        neg = np.full(n_rows, -1, dtype=np.int64)
-        branches = []
-        for s in streams:
-            ng = sample_negatives(s.items, pool, rng)
-            neg[s.rows[1:]] = ng
-            c = cand[s.rows[1:]].copy()
-            c[~aug_rows[s.rows[1:]]] = -1
-            branches.append(np.concatenate([ng[:, None], c], axis=1))
+        neg, aug_rows, branches, targets = featurize_inputs(streams, pool, cand, cfg, n_rows)
         total = int(sum(len(s.items) for s in streams))
         bar = tqdm(total=total, desc="featurize", unit="step", mininterval=10)
         hook("featurize", 0)
         res = []
-        chunk_users = 64  # bounded memory: featurize users in groups
-        for i in range(0, len(streams), chunk_users):
-            group = streams[i : i + chunk_users]
-            res += stream_features(
-                model, prefix, [s.items for s in group], branches[i : i + chunk_users], cfg, progress=bar
-            )
-            if i == 0:
-                hook("featurize", 1)
+        with guard("featurize"):
+            for i in range(0, len(streams), FEATURIZE_USERS):
+                group = streams[i : i + FEATURIZE_USERS]
+                res += stream_features(
+                    model, prefix, [s.items for s in group], branches[i : i + FEATURIZE_USERS], cfg, progress=bar
+                )
+                if i == 0:
+                    hook("featurize", 1)
         bar.close()
-        hidden = res[0]["states"].shape[1] if res else 1
-        stream_rows = np.concatenate([s.rows for s in streams]) if streams else np.zeros(0, np.int64)
-        states = (
-            np.concatenate([r["states"] for r in res]).astype(np.float32) if res else np.zeros((0, hidden), np.float32)
-        )
-        pos_reward = np.zeros(n_rows, dtype=np.float32)
-        neg_reward = np.zeros(n_rows, dtype=np.float32)
-        k = cand.shape[1]
-        cand_reward = np.zeros((n_rows, k), dtype=np.float32)
-        for s, r in zip(streams, res, strict=True):
-            pos_reward[s.rows[1:]] = r["pos_reward"]
-            neg_reward[s.rows[1:]] = r["branch_reward"][:, 0]
-            cand_reward[s.rows[1:]] = r["branch_reward"][:, 1:]
-        np.save(out / "stream_rows.npy", stream_rows)
-        np.save(out / "states.npy", states)
-        np.savez(
-            out / "rewards.npz",
-            pos_reward=pos_reward,
-            neg_id=neg,
-            neg_reward=neg_reward,
-            cand_reward=cand_reward,
-            aug_rows=aug_rows,
-        )
-        return {"rows": int(len(targets)), "augmented_rows": int(aug_rows.sum())}
+        return save_features(out, streams, res, n_rows, cand, neg, aug_rows, targets)
 
-    p_feat, _ = cache.run("featurize", plan.keys["featurize"], do_featurize)
+    if dist is None:
+        p_feat, _ = cache.run("featurize", plan.keys["featurize"], do_featurize)
+    else:
+        from .sharded import sharded_featurize
+
+        def feature_work() -> tuple[Any, list[int], np.ndarray, tuple]:  # type: ignore[type-arg]
+            model, prefix = featurizer()
+            cand = np.load(p_cand / "candidates.npy")
+            return model, prefix, cand, featurize_inputs(streams, pool, cand, cfg, n_rows)
+
+        def save_merged(out: Path, res: list[dict[str, np.ndarray]], cand: np.ndarray, inputs: tuple) -> dict:  # type: ignore[type-arg]
+            neg, aug_rows, _branches, targets = inputs
+            return save_features(out, streams, res, n_rows, cand, neg, aug_rows, targets)
+
+        with guard("featurize"):
+            p_feat = sharded_featurize(cache, plan, dist, streams, feature_work, save_merged, hook)
 
     # 5. augmentation: the LE picks the candidate with the highest reward ------------------------
     def do_augment(out: Path) -> dict:
@@ -353,9 +454,13 @@ def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_a
         hit = float((aug_id[aug_rows] == _target_index(base, cfg)[aug_rows]).mean()) if aug_rows.any() else 0.0
         return {"augmented": int(aug_rows.sum()), "aug_equals_target": hit}
 
-    p_aug, _ = cache.run("augment", plan.keys["augment"], do_augment)
+    p_aug = _on_main(cache, "augment", plan, dist, do_augment)
 
     # 6. write the LE folder ---------------------------------------------------------------------
+    if not main:
+        assert dist is not None
+        dist.barrier()  # process 0 writes the folder
+        return out_dir
     manifest = {
         "dataset": dataset,
         "fingerprint": plan.fingerprint,
@@ -384,11 +489,87 @@ def _build(plan: LEPlan, _stage_hook: Callable[[str, int], None] | None, _stop_a
     full = json.loads(manifest_path.read_text())
     full["timings_s"] = {**cache.times, "total": time.time() - t_start}
     full["reused_stages"] = cache.reused
+    if dist is not None:
+        full["processes"] = dist.world
     tmp = manifest_path.with_name(tmp_name(manifest_path.name))
     tmp.write_text(json.dumps(full, indent=1, default=str))
     os.replace(tmp, manifest_path)
     logger.info("LE folder written to %s (%s); stage times %s", out_dir, stats, _rounded(cache.times))
+    if dist is not None:
+        dist.barrier()
     return out_dir
+
+
+#: users featurized together (bounded memory); one unit of a multi-process featurization
+FEATURIZE_USERS = 64
+
+
+def featurize_inputs(
+    streams: list[UserStream], pool: np.ndarray, cand: np.ndarray, cfg: LEConfig, n_rows: int
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """The sampled negatives, the augmented rows and every stream's branch items (negative, then
+    the candidates of augmented rows, -1 elsewhere): one RNG sequence over all users, drawn the same
+    way in every process."""
+    rng = np.random.default_rng(cfg.le_seed + 2)
+    targets = np.concatenate([s.rows[1:] for s in streams]) if streams else np.zeros(0, np.int64)
+    n_aug = int(round(cfg.le_aug_fraction * len(targets)))
+    aug_rows = np.zeros(n_rows, dtype=bool)
+    if n_aug:
+        aug_rows[rng.choice(targets, size=n_aug, replace=False)] = True
+    neg = np.full(n_rows, -1, dtype=np.int64)
+    branches = []
+    for s in streams:
+        ng = sample_negatives(s.items, pool, rng)
+        neg[s.rows[1:]] = ng
+        c = cand[s.rows[1:]].copy()
+        c[~aug_rows[s.rows[1:]]] = -1
+        branches.append(np.concatenate([ng[:, None], c], axis=1))
+    return neg, aug_rows, branches, targets
+
+
+def save_features(
+    out: Path,
+    streams: list[UserStream],
+    res: list[dict[str, np.ndarray]],
+    n_rows: int,
+    cand: np.ndarray,
+    neg: np.ndarray,
+    aug_rows: np.ndarray,
+    targets: np.ndarray,
+) -> dict:
+    """Write the featurize stage's arrays from every stream's features (in stream order)."""
+    hidden = res[0]["states"].shape[1] if res else 1
+    stream_rows = np.concatenate([s.rows for s in streams]) if streams else np.zeros(0, np.int64)
+    states = np.concatenate([r["states"] for r in res]).astype(np.float32) if res else np.zeros((0, hidden), np.float32)
+    pos_reward = np.zeros(n_rows, dtype=np.float32)
+    neg_reward = np.zeros(n_rows, dtype=np.float32)
+    k = cand.shape[1]
+    cand_reward = np.zeros((n_rows, k), dtype=np.float32)
+    for s, r in zip(streams, res, strict=True):
+        pos_reward[s.rows[1:]] = r["pos_reward"]
+        neg_reward[s.rows[1:]] = r["branch_reward"][:, 0]
+        cand_reward[s.rows[1:]] = r["branch_reward"][:, 1:]
+    np.save(out / "stream_rows.npy", stream_rows)
+    np.save(out / "states.npy", states)
+    np.savez(
+        out / "rewards.npz",
+        pos_reward=pos_reward,
+        neg_id=neg,
+        neg_reward=neg_reward,
+        cand_reward=cand_reward,
+        aug_rows=aug_rows,
+    )
+    return {"rows": int(len(targets)), "augmented_rows": int(aug_rows.sum())}
+
+
+def _on_main(cache: StageCache, name: str, plan: LEPlan, dist: Dist | None, compute: Callable[[Path], dict]) -> Path:
+    """A stage that is not split: computed by process 0 while the others wait, then read by all."""
+    if dist is None:
+        return cache.run(name, plan.keys[name], compute)[0]
+    if dist.is_main:
+        cache.run(name, plan.keys[name], compute)
+    dist.barrier()
+    return cache.path(name, plan.fps[name])
 
 
 def _meta(stage_dir: Path) -> dict[str, Any]:

@@ -226,18 +226,21 @@ class StageCache:
         shutil.rmtree(final, ignore_errors=True)
         return None
 
-    def run(self, name: str, key: dict, compute: Callable[[Path], dict]) -> tuple[Path, str]:
+    def run(self, name: str, key: dict, compute: Callable[[Path], dict], quiet: bool = False) -> tuple[Path, str]:
+        """The verified folder of ``name`` with this key, computed by ``compute(tmp_folder)`` (which
+        returns the meta to record) when absent or corrupt. ``quiet``: log at DEBUG (shards)."""
         fp = sha_of(key)
         final = self.path(name, fp)
+        level = logging.DEBUG if quiet else logging.INFO
         with locked(self.root / ".locks" / f"{name}-{fp[:24]}.lock"):
             if self.verified(name, fp) is not None:
-                logger.info("stage %s: reusing %s", name, final)
+                logger.log(level, "stage %s: reusing %s", name, final)
                 self.reused.append(name)
                 self.times[name] = 0.0
                 return final, fp
             remove_stale_tmp(self.root, name)
             tmp = self.root / tmp_name(f"{name}-{fp[:24]}")
-            logger.info("stage %s: computing (fingerprint %s)", name, fp[:12])
+            logger.log(level, "stage %s: computing (fingerprint %s)", name, fp[:12])
             t0 = time.time()
             try:
                 tmp.mkdir(parents=True)
@@ -260,5 +263,5 @@ class StageCache:
         self.computed.append(name)
         StageCache.computed_log.append(name)
         self.times[name] = time.time() - t0
-        logger.info("stage %s: done in %.1f s -> %s", name, self.times[name], final)
+        logger.log(level, "stage %s: done in %.1f s -> %s", name, self.times[name], final)
         return final, fp

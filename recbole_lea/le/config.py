@@ -73,6 +73,18 @@ class LEConfig:
         choices=("auto", "float32", "bfloat16"),
     )
     le_threads: int = le_opt(0, "torch CPU threads of the build (0: torch's default).", NO_EFFECT, ge=0)
+    le_quantization: str = le_opt(
+        "none",
+        "Load the frozen LLM in 8 or 4 bits (bitsandbytes, CUDA only) so a large model fits; LoRA, score head and "
+        "item tokens stay in full precision. none: le_dtype weights.",
+        LLM_STAGES,
+        choices=("none", "8bit", "4bit"),
+    )
+    le_grad_checkpointing: bool = le_opt(
+        False,
+        "Recompute the LLM's activations in the backward pass of LE training (less memory, one more forward).",
+        ("le_train",),
+    )
     le_seed: int = le_opt(2024, "Seed for sampling LE users, negatives, augmented rows and initialisation.", _RUN)
 
     # --- dataset keys (defaults from the dataset's yaml) ----------------------------------------
@@ -207,8 +219,6 @@ DATASET_KEYS = (
     "le_item_noun",
     "le_item_verb",
 )
-#: LE options the models read as well (build_config copies their resolved values into the run)
-MODEL_READ = ("le_state_dim",)
 #: renamed LE options
 LE_RENAMED = {"seed": "le_seed"}
 

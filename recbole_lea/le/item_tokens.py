@@ -94,54 +94,74 @@ def _loss_acc(llm: nn.Module, vecs: torch.Tensor, batch: tuple[torch.Tensor, ...
     return loss, correct, int(tgt.numel())
 
 
-def train_item_tokens(
-    llm: nn.Module, tokenizer, sentences: list[tuple[str, str]], cfg: LEConfig, seed: int = 0
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Return (item token table [n_items, H] float32, report)."""
-    device = next(llm.parameters()).device
-    for p in llm.parameters():
-        p.requires_grad_(False)
-    sents = encode_sentences(tokenizer, sentences, cfg)
-    table = init_item_tokens(llm, sents, cfg, seed)
-    n = len(sents)
-    if cfg.le_token_steps == 0 and not cfg.le_token_eval:
-        # nothing to train and no report asked for: the initial table is the result, and the
-        # teacher-forced pass over every item's sentence (minutes on a CPU) is skipped
-        logger.info("item tokens: %d items initialised (%s), no training steps, no accuracy pass", n, cfg.le_token_init)
-        return table, {"items": n, "steps": 0, "token_accuracy": None, "token_accuracy_init": None}
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # group sentences of similar length to keep padding small
+@dataclass
+class ItemBatchResult:
+    """One item batch's trained vectors and its accuracy counts (the unit a multi-process build
+    assigns whole to one process and caches as one shard)."""
+
+    idx: np.ndarray  # item indices of the batch
+    vec: torch.Tensor  # [len(idx), H] float32, cpu
+    correct0: int  # teacher-forced correct tokens at the first step (or of the init with 0 steps)
+    total0: int
+    correct1: int  # after the last step (or at the last step without le_token_eval)
+    total1: int
+    loss: float  # loss of the last pass
+
+
+def item_token_batches(sents: list[ItemSentence], cfg: LEConfig) -> list[np.ndarray]:
+    """The item batches, in the order one process trains them: sentences of similar length
+    together (small padding), ``le_token_batch`` items each."""
     order = np.argsort([len(s.after) for s in sents], kind="stable")
     bs = max(1, cfg.le_token_batch)
+    return [order[i : i + bs] for i in range(0, len(sents), bs)]
+
+
+def train_item_batch(
+    llm: nn.Module,
+    sents: list[ItemSentence],
+    idx: np.ndarray,
+    table: torch.Tensor,
+    cfg: LEConfig,
+    pad: int,
+    device: torch.device,
+    bar=None,  # type: ignore[no-untyped-def]
+) -> ItemBatchResult:
+    """Train the item tokens of one batch from their rows of ``table`` (the initial vectors)."""
+    batch = _batch([sents[j] for j in idx], pad, device)
+    # a fresh parameter per batch: Adam state on a shared table would move rows without gradient
+    vec = nn.Parameter(table[idx].clone().to(device))
+    opt = torch.optim.Adam([vec], lr=cfg.le_token_lr)
+    correct0 = total0 = 0
+    loss, c, t = None, 0, 0
+    for step in range(cfg.le_token_steps):
+        opt.zero_grad(set_to_none=True)
+        loss, c, t = _loss_acc(llm, vec, batch)
+        if step == 0:
+            correct0, total0 = c, t
+        loss.backward()
+        opt.step()
+        if bar is not None:
+            bar.update(len(idx))
+    if cfg.le_token_eval or cfg.le_token_steps == 0:
+        with torch.no_grad():
+            loss, c, t = _loss_acc(llm, vec, batch)
+        if cfg.le_token_steps == 0:
+            correct0, total0 = c, t
+            if bar is not None:
+                bar.update(len(idx))
+    assert loss is not None
+    return ItemBatchResult(idx, vec.detach().float().cpu(), correct0, total0, c, t, float(loss.detach()))
+
+
+def item_token_report(results: list[ItemBatchResult], n: int, cfg: LEConfig) -> dict[str, float]:
+    """The stage report of the item-token batches ``results`` (in batch order)."""
     correct0 = total0 = correct1 = total1 = 0
     loss_sum, n_batches = 0.0, 0
-    bar = tqdm(total=n * max(cfg.le_token_steps, 1), desc="item tokens", unit="item-step", mininterval=5)
-    for i in range(0, n, bs):
-        idx = order[i : i + bs]
-        batch = _batch([sents[j] for j in idx], pad, device)
-        # a fresh parameter per batch: Adam state on a shared table would move rows without gradient
-        vec = nn.Parameter(table[idx].clone().to(device))
-        opt = torch.optim.Adam([vec], lr=cfg.le_token_lr)
-        loss, c, t = None, 0, 0
-        for step in range(cfg.le_token_steps):
-            opt.zero_grad(set_to_none=True)
-            loss, c, t = _loss_acc(llm, vec, batch)
-            if step == 0:
-                correct0, total0 = correct0 + c, total0 + t
-            loss.backward()
-            opt.step()
-            bar.update(len(idx))
-        if cfg.le_token_eval or cfg.le_token_steps == 0:
-            with torch.no_grad():
-                loss, c, t = _loss_acc(llm, vec, batch)
-            if cfg.le_token_steps == 0:
-                correct0, total0 = correct0 + c, total0 + t
-                bar.update(len(idx))
-        correct1, total1 = correct1 + c, total1 + t
-        loss_sum += float(loss.detach())
+    for r in results:
+        correct0, total0 = correct0 + r.correct0, total0 + r.total0
+        correct1, total1 = correct1 + r.correct1, total1 + r.total1
+        loss_sum += r.loss
         n_batches += 1
-        table[idx] = vec.detach().float().cpu()
-    bar.close()
     report = {
         "token_accuracy_init": correct0 / max(total0, 1),
         "token_accuracy": correct1 / max(total1, 1),
@@ -157,4 +177,47 @@ def train_item_tokens(
         report["final_loss"],
         n,
     )
-    return table, report
+    return report
+
+
+def prepare_item_tokens(
+    llm: nn.Module, tokenizer, sentences: list[tuple[str, str]], cfg: LEConfig, seed: int = 0
+) -> tuple[list[ItemSentence], torch.Tensor]:
+    """Freeze the LLM, encode the item sentences and initialise the table (every process of a
+    multi-process build does this identically)."""
+    for p in llm.parameters():
+        p.requires_grad_(False)
+    sents = encode_sentences(tokenizer, sentences, cfg)
+    return sents, init_item_tokens(llm, sents, cfg, seed)
+
+
+def pad_id(tokenizer) -> int:  # type: ignore[no-untyped-def]
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def trains_nothing(cfg: LEConfig) -> bool:
+    """No steps and no accuracy pass: the initial table is the stage's result."""
+    return cfg.le_token_steps == 0 and not cfg.le_token_eval
+
+
+def train_item_tokens(
+    llm: nn.Module, tokenizer, sentences: list[tuple[str, str]], cfg: LEConfig, seed: int = 0
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Return (item token table [n_items, H] float32, report)."""
+    device = next(llm.parameters()).device
+    sents, table = prepare_item_tokens(llm, tokenizer, sentences, cfg, seed)
+    n = len(sents)
+    if trains_nothing(cfg):
+        # nothing to train and no report asked for: the initial table is the result, and the
+        # teacher-forced pass over every item's sentence (minutes on a CPU) is skipped
+        logger.info("item tokens: %d items initialised (%s), no training steps, no accuracy pass", n, cfg.le_token_init)
+        return table, {"items": n, "steps": 0, "token_accuracy": None, "token_accuracy_init": None}
+    pad = pad_id(tokenizer)
+    results = []
+    bar = tqdm(total=n * max(cfg.le_token_steps, 1), desc="item tokens", unit="item-step", mininterval=5)
+    for idx in item_token_batches(sents, cfg):
+        res = train_item_batch(llm, sents, idx, table, cfg, pad, device, bar)
+        results.append(res)
+        table[idx] = res.vec
+    bar.close()
+    return table, item_token_report(results, n, cfg)

@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +28,21 @@ EMBEDDED = {
 }
 
 
+class LEOutOfMemory(LEInputError):
+    """The LLM (or one stage's activations) does not fit in the memory of the device; the message
+    names the model size, the memory found and the options that lower the need."""
+
+
+def _accelerate_cpu() -> bool:
+    """``accelerate launch --cpu`` asks for CPU processes even on a machine with GPUs."""
+    return os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes")
+
+
 def resolve_device(cfg: LEConfig) -> torch.device:
-    if cfg.le_device == "cuda" or (cfg.le_device == "auto" and torch.cuda.is_available()):
+    """The device of the LLM: le_device, where ``auto`` is cuda when torch sees a GPU (and the
+    process was not launched with ``accelerate launch --cpu``), else cpu."""
+    auto_cuda = torch.cuda.is_available() and not _accelerate_cpu()
+    if cfg.le_device == "cuda" or (cfg.le_device == "auto" and auto_cuda):
         if not torch.cuda.is_available():
             raise LEInputError("le_device=cuda but torch sees no CUDA device; use le_device=cpu or auto")
         return torch.device("cuda")
@@ -40,6 +55,148 @@ def resolve_dtype(cfg: LEConfig, device: torch.device) -> torch.dtype:
     if cfg.le_dtype == "bfloat16":
         return torch.bfloat16
     return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def check_quantization(cfg: LEConfig, device: torch.device) -> None:
+    """Stop before any work when ``le_quantization`` asks for what this machine cannot do:
+    bitsandbytes' 8/4-bit layers run on CUDA only and need the package installed."""
+    if cfg.le_quantization == "none":
+        return
+    if device.type != "cuda":
+        raise LEInputError(
+            f"le_quantization={cfg.le_quantization} loads the LLM with bitsandbytes, which runs on CUDA GPUs only, "
+            f"and this build runs on {device.type}: use le_quantization=none here (or build on a GPU machine)"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise LEInputError(
+            f"le_quantization={cfg.le_quantization} needs the bitsandbytes package: pip install bitsandbytes "
+            "(or use le_quantization=none)"
+        )
+
+
+def _bytes_per_param(cfg: LEConfig, dtype: torch.dtype) -> float:
+    if cfg.le_quantization == "8bit":
+        return 1.0
+    if cfg.le_quantization == "4bit":
+        return 0.5
+    return float(torch.finfo(dtype).bits // 8)
+
+
+def model_parameters(folder: Path) -> int | None:
+    """Parameter count of the causal LM in ``folder`` from its config alone (meta tensors: no
+    weight is read or allocated); None when the config cannot be instantiated."""
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        hf_cfg = AutoConfig.from_pretrained(folder, local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf_cfg)
+        return int(sum(p.numel() for p in model.parameters()))
+    except Exception:  # noqa: BLE001 -- only used to word a message
+        return None
+
+
+def free_memory(device: torch.device) -> tuple[int, int] | None:
+    """(free, total) bytes of ``device``: the GPU's memory, or the host's available RAM for cpu."""
+    try:
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            return int(free), int(total)
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return int(vm.available), int(vm.total)
+    except Exception:  # noqa: BLE001 -- no figure: no pre-check
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def memory_advice(cfg: LEConfig, device: torch.device, stage: str) -> str:
+    """The options that lower the memory a stage needs, for the out-of-memory message."""
+    tips = []
+    if cfg.le_quantization == "none":
+        tips.append(
+            "le_quantization=8bit or 4bit (bitsandbytes, CUDA only)"
+            if device.type == "cuda"
+            else "a GPU with le_quantization=8bit or 4bit"
+        )
+    elif cfg.le_quantization == "8bit":
+        tips.append("le_quantization=4bit")
+    if stage in ("le_train", "load") and not cfg.le_grad_checkpointing:
+        tips.append("le_grad_checkpointing=true (LE training)")
+    per_stage = {
+        "item_tokens": "a smaller le_token_batch",
+        "le_train": "a smaller le_batch_size or le_chunk_len",
+        "featurize": "a smaller le_feat_batch or le_chunk_len",
+    }
+    tips += [per_stage[stage]] if stage in per_stage else list(per_stage.values())
+    tips.append("a device with more memory (each process of a multi-process build holds the whole model)")
+    return "; ".join(tips)
+
+
+def oom_message(cfg: LEConfig, folder: Path | None, device: torch.device, dtype: torch.dtype, stage: str) -> str:
+    """One message: what ran out of memory, the model's size, the memory found and what to try."""
+    n = model_parameters(folder) if folder is not None else None
+    precision = cfg.le_quantization if cfg.le_quantization != "none" else str(dtype).removeprefix("torch.")
+    size = (
+        f"{n / 1e9:.2f}B parameters, about {_gib(n * _bytes_per_param(cfg, dtype))} of weights in {precision}"
+        if n
+        else "size unknown"
+    )
+    mem = free_memory(device)
+    found = f"{_gib(mem[1])} in total, {_gib(mem[0])} free now" if mem else "no memory figure available"
+    where = "loading the LLM" if stage == "load" else f"stage {stage}"
+    return (
+        f"Out of memory on {device} while {where}: le_model={cfg.le_model!r} ({size}); the device has {found}. "
+        f"Try {memory_advice(cfg, device, stage)}."
+    )
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@contextmanager
+def memory_guard(
+    cfg: LEConfig,
+    stage: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    folder: Path | Callable[[], Path | None] | None = None,
+) -> Iterator[None]:
+    """Turn an out-of-memory error inside the block into one :class:`LEOutOfMemory` message
+    (model size, memory found, options to try) instead of a CUDA/allocator traceback. ``folder``:
+    the model's folder, or a function giving it once the model is loaded."""
+    try:
+        yield
+    except LEOutOfMemory:
+        raise
+    except BaseException as err:
+        if not _is_oom(err):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        where = folder() if callable(folder) else folder
+        raise LEOutOfMemory(oom_message(cfg, where, device, dtype, stage)) from None
+
+
+def check_fits(cfg: LEConfig, folder: Path, device: torch.device, dtype: torch.dtype) -> None:
+    """Stop before loading when the weights alone exceed the memory the device has free."""
+    n = model_parameters(folder)
+    mem = free_memory(device)
+    if n is None or mem is None:
+        return
+    need = n * _bytes_per_param(cfg, dtype)
+    if need > mem[0]:
+        raise LEOutOfMemory(
+            oom_message(cfg, folder, device, dtype, "load").replace("Out of memory", "The LLM does not fit", 1)
+        )
 
 
 def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
@@ -256,15 +413,30 @@ def load_llm(cfg: LEConfig, src: ModelSource | None = None):
     folder = converted_folder(src, cfg) if src.kind == "gguf" else src.path
     device = resolve_device(cfg)
     dtype = resolve_dtype(cfg, device)
+    check_quantization(cfg, device)
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, local_files_only=True, dtype=dtype, attn_implementation="sdpa"
+    check_fits(cfg, folder, device, dtype)
+    extra: dict = {}
+    if cfg.le_quantization != "none":
+        from transformers import BitsAndBytesConfig
+
+        bits = (
+            BitsAndBytesConfig(load_in_8bit=True)
+            if cfg.le_quantization == "8bit"
+            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
         )
-    except (ValueError, OSError) as exc:
-        raise LEInputError(f"le_model={cfg.le_model!r}: cannot load {folder} as a causal LM: {exc}") from exc
-    _strip_quantizer(model)
-    model.to(device)
+        # quantized weights are placed on the device while loading (they cannot be moved after)
+        extra = {"quantization_config": bits, "device_map": {"": torch.cuda.current_device()}}
+    with memory_guard(cfg, "load", device, dtype, folder):
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, local_files_only=True, dtype=dtype, attn_implementation="sdpa", **extra
+            )
+        except (ValueError, OSError) as exc:
+            raise LEInputError(f"le_model={cfg.le_model!r}: cannot load {folder} as a causal LM: {exc}") from exc
+        if cfg.le_quantization == "none":
+            _strip_quantizer(model)
+            model.to(device)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

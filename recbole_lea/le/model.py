@@ -122,6 +122,20 @@ class LEModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.causal_lm().get_input_embeddings().weight.dtype
 
+    def enable_grad_checkpointing(self) -> None:
+        """Recompute the LLM's layer activations in the backward pass (option le_grad_checkpointing):
+        memory for one layer's activations instead of all of them, for one more forward. Only in
+        training mode; featurization (eval, no grad) is unaffected."""
+        self.causal_lm().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def place(self, device: torch.device) -> LEModel:
+        """Move the score head, the state projection and the item tokens to ``device``, leaving the
+        LLM where it was loaded (a bitsandbytes 8/4-bit model cannot be moved after loading)."""
+        self.score_head.to(device)
+        self.state_proj.to(device)
+        self.item_tokens.data = self.item_tokens.data.to(device)
+        return self
+
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.named_parameters() if "lora_" in k}
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +174,41 @@ def seal_le_dir(folder: Path, note: str = "test fixture") -> Path:
     manifest["checksums"] = folder_checksums(folder, skip=(MANIFEST,))
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return folder
+
+
+def launched_build(spec_path: str) -> int:
+    """One process of a launched test build (``accelerate launch ... -m recbole_lea.le.testing
+    spec.json``). The spec (JSON) holds ``dataset``, ``data_path``, ``profile`` (a dict), ``overrides``,
+    optionally ``rank_overrides`` ({rank: {option: value}}: a process given other options),
+    ``record`` (a folder: each process appends its stage hook events to ``events-<rank>.jsonl``) and
+    ``kill`` ({"rank", "stage", "at"}: that process kills itself with SIGKILL at that hook event, as
+    a killed build would die). Prints the LE folder (process 0) or the error, as the CLI does."""
+    from recbole_lea.errors import ConfigError
+    from recbole_lea.le.build import build_le
+
+    spec = json.loads(Path(spec_path).read_text())
+    rank = int(os.environ.get("RANK", "0"))
+    overrides = {**spec.get("overrides", {}), **spec.get("rank_overrides", {}).get(str(rank), {})}
+    record = Path(spec["record"]) / f"events-{rank}.jsonl" if spec.get("record") else None
+    kill = spec.get("kill") or {}
+
+    def hook(stage: str, i: int) -> None:
+        if record is not None:
+            with open(record, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"stage": stage, "i": i}) + "\n")
+        if kill.get("rank") == rank and kill.get("stage") == stage and kill.get("at") == i:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    try:
+        out = build_le(spec["dataset"], spec["data_path"], spec["profile"], overrides, _stage_hook=hook)
+    except ConfigError as err:
+        if rank == 0:
+            print(f"error: {err}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(launched_build(sys.argv[1]))
