@@ -111,7 +111,19 @@ def free_memory(device: torch.device) -> tuple[int, int] | None:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
+    """Bytes in GiB (MiB, KiB for less)."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
+
+
+def _count(n: int) -> str:
+    """A parameter count as 7.24B / 135.0M / 52.3K."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.{2 if unit == 'B' else 1}f}{unit}"
+    return str(n)
 
 
 def memory_advice(cfg: LEConfig, device: torch.device, stage: str) -> str:
@@ -137,21 +149,24 @@ def memory_advice(cfg: LEConfig, device: torch.device, stage: str) -> str:
     return "; ".join(tips)
 
 
-def oom_message(cfg: LEConfig, folder: Path | None, device: torch.device, dtype: torch.dtype, stage: str) -> str:
-    """One message: what ran out of memory, the model's size, the memory found and what to try."""
+def oom_message(
+    cfg: LEConfig, folder: Path | None, device: torch.device, dtype: torch.dtype, stage: str, before: bool = False
+) -> str:
+    """One message: what ran out of memory (``before``: would, judged before loading), the model's
+    size, the memory found and what to try."""
     n = model_parameters(folder) if folder is not None else None
     precision = cfg.le_quantization if cfg.le_quantization != "none" else str(dtype).removeprefix("torch.")
     size = (
-        f"{n / 1e9:.2f}B parameters, about {_gib(n * _bytes_per_param(cfg, dtype))} of weights in {precision}"
+        f"{_count(n)} parameters, about {_gib(n * _bytes_per_param(cfg, dtype))} of weights in {precision}"
         if n
         else "size unknown"
     )
     mem = free_memory(device)
     found = f"{_gib(mem[1])} in total, {_gib(mem[0])} free now" if mem else "no memory figure available"
     where = "loading the LLM" if stage == "load" else f"stage {stage}"
+    head = f"The LLM does not fit in the memory of {device}" if before else f"Out of memory on {device} while {where}"
     return (
-        f"Out of memory on {device} while {where}: le_model={cfg.le_model!r} ({size}); the device has {found}. "
-        f"Try {memory_advice(cfg, device, stage)}."
+        f"{head}: le_model={cfg.le_model!r} ({size}); the device has {found}. Try {memory_advice(cfg, device, stage)}."
     )
 
 
@@ -194,9 +209,7 @@ def check_fits(cfg: LEConfig, folder: Path, device: torch.device, dtype: torch.d
         return
     need = n * _bytes_per_param(cfg, dtype)
     if need > mem[0]:
-        raise LEOutOfMemory(
-            oom_message(cfg, folder, device, dtype, "load").replace("Out of memory", "The LLM does not fit", 1)
-        )
+        raise LEOutOfMemory(oom_message(cfg, folder, device, dtype, "load", before=True))
 
 
 def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
