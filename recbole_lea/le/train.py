@@ -331,7 +331,8 @@ def train_le_dp(
         ep["epoch"] = epoch + 1
         ep["pairs"] = count
         history.append(ep)
-        logger.info(
+        log = logger.info if dist.is_main else logger.debug  # one line per epoch, not one per process
+        log(
             "LE epoch %d: loss %.4f (rm %.4f, sm %.4f), pairwise accuracy %.3f, margin %.3f over %d pairs "
             "(%d processes)",
             epoch + 1,
