@@ -90,7 +90,7 @@ def child(argv: list[str]) -> int:
                 dataset="tiny",
                 models=["SASRec", "SA2C_LEA"],
                 seeds=2,
-                config_dict=run_options(data, profile, llm, cache),
+                config_dict=run_options(Path(data).parent, llm),
                 output_dir=out_dir,
                 run_fn=run_fn,
             )
@@ -102,22 +102,11 @@ def child(argv: list[str]) -> int:
     raise SystemExit(f"unknown child {kind}")
 
 
-def run_options(data: str, profile: str, llm: str, cache: str) -> dict[str, Any]:
-    from recbole_lea.le.testing import TINY_DATASET_KEYS, TINY_PROFILE
+def run_options(case: Path, llm: str) -> dict[str, Any]:
+    """A tiny LEA run's options with its data, LE cache and checkpoints under ``case``."""
+    from recbole_lea.le.testing import tiny_lea_options
 
-    return {
-        **TINY_DATASET_KEYS,
-        "epochs": 1,
-        "hidden_size": 8,
-        "embedding_size": 8,
-        "inner_size": 8,
-        "train_batch_size": 64,
-        "data_path": data,
-        "le_profile": profile,
-        "le_model": llm,
-        "le_cache_dir": cache,
-        "le_state_dim": TINY_PROFILE["le_state_dim"],
-    }
+    return tiny_lea_options(case, case / "data", Path(llm))
 
 
 def spawn(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -169,9 +158,11 @@ class Harness:
         files = {p.name: sha(p) for p in out.iterdir() if p.name != "manifest.json" and not p.name.startswith(".")}
         return files == self.ref_files
 
-    def record(self, fault: str, outcome: str, survived: bool, lost: int) -> None:
-        self.rows.append({"fault": fault, "outcome": outcome, "survived": survived, "results_lost": lost})
-        print(f"{'ok  ' if survived and not lost else 'FAIL'} {fault}: {outcome}", flush=True)
+    def record(self, fault: str, outcome: str, ok: bool | None) -> None:
+        """One row: ``ok`` True (survived, nothing lost), False (a result lost), None (not run)."""
+        row = {"fault": fault, "outcome": outcome, "survived": ok is not False, "results_lost": int(ok is False)}
+        self.rows.append(row)
+        print(f"{'FAIL' if ok is False else 'ok  '} {fault}: {outcome}", flush=True)
 
     # -- faults -------------------------------------------------------------------------------
     def kill_in_stage(self, stage: str) -> None:
@@ -187,7 +178,6 @@ class Harness:
             f"killed (rc {killed.returncode}); rerun rc {again.returncode}, {reused} finished stage(s) reused, "
             f"output {'identical to' if ok else 'DIFFERENT from'} the reference, {len(leftovers)} temporary leftovers",
             ok,
-            0 if ok else 1,
         )
 
     def corrupt_stage(self, stage: str, how: str) -> None:
@@ -209,7 +199,6 @@ class Harness:
             f"rc {again.returncode}; {'detected by sha256 and recomputed' if recomputed else 'NOT detected'}; output "
             f"{'identical' if ok else 'DIFFERENT'}",
             ok,
-            0 if ok else 1,
         )
 
     def corrupt_output(self, name: str, how: str) -> None:
@@ -218,8 +207,7 @@ class Harness:
 
         case = self.fresh(f"output-{name}-{how}")
         out = Path(self.build(case).stdout.strip().splitlines()[-1])
-        opts = run_options(str(case / "data"), str(self.profile), str(self.llm), str(case / "cache"))
-        opts["checkpoint_dir"] = str(case / "saved")
+        opts = run_options(case, str(self.llm))
         reference = run_recbole_lea("SA2C_LEA", "tiny", config_dict=opts, saved=False)["test_result"]
         _damage(out / name, how)
         try:
@@ -234,7 +222,6 @@ class Harness:
             f"{'refused with the file named' if refused else 'ACCEPTED'} (le_dir); the default run rewrote the folder "
             f"from its stages, metrics {'identical' if recovered == reference else 'DIFFERENT'}",
             ok,
-            0 if ok else 1,
         )
 
     def race(self) -> None:
@@ -266,7 +253,6 @@ class Harness:
             f"both rc 0: {all(p.returncode == 0 for p in procs)}; stages computed {computed} times in all (5 = each once); "
             f"both outputs {'identical to' if ok else 'NOT'} the reference",
             ok,
-            0 if ok else 1,
         )
 
     def disk_full(self, where: str) -> None:
@@ -277,7 +263,7 @@ class Harness:
         if subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
         ).returncode:
-            self.record(f"full disk under the {where}", "not run: mounting a tmpfs needs root", True, 0)
+            self.record(f"full disk under the {where}", "not run: mounting a tmpfs needs root", None)
             return
         try:
             if where == "stage cache":
@@ -304,7 +290,6 @@ class Harness:
             f"rc {full.returncode}, {message}; {len(half)} half-written artifact(s); with space again: output "
             f"{'identical' if same else 'DIFFERENT'}",
             ok,
-            0 if ok else 1,
         )
 
     def comparison_records(self) -> None:
@@ -334,7 +319,6 @@ class Harness:
                 f"comparison record: {how}",
                 f"rc {again.returncode}; the run was {'recomputed, table identical' if ok else 'NOT recovered'}",
                 ok,
-                0 if ok else 1,
             )
         shutil.rmtree(out_dir)
         killed = spawn([*args, "2"], case)
@@ -346,7 +330,6 @@ class Harness:
             f"rerun rc {again.returncode}; finished runs read back, the rest computed; table "
             f"{'identical' if ok else 'DIFFERENT'}",
             ok,
-            0 if ok else 1,
         )
 
 

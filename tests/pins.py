@@ -16,22 +16,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from conftest import TINY_MODEL_CONFIG
+
+from recbole_lea.le.testing import TINY_PROFILE
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pins"
 PINS_FILE = FIXTURES / "pins.json"
-MODEL_CONFIG: dict[str, Any] = {
-    "epochs": 2,
-    "train_batch_size": 64,
-    "eval_batch_size": 256,
-    "hidden_size": 16,
-    "embedding_size": 16,
-    "inner_size": 16,
-    "MAX_ITEM_LIST_LENGTH": 5,
-    "stopping_step": 2,
-    "show_progress": False,
-    "switch_step": 3,
-    "seed": 7,
-}
+#: the test suite's tiny model config with 2 epochs (changing either means recording the pins again)
+MODEL_CONFIG: dict[str, Any] = {k: v for k, v in {**TINY_MODEL_CONFIG, "epochs": 2}.items() if k != "le_state_dim"}
 #: label -> (model, extra options)
 RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "SASRec": ("SASRec", {}),
@@ -44,28 +36,9 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "SA2C_LEA-LER-both": ("SA2C_LEA", {"variant": "LER", "le_negatives": "both"}),
     "SA2C_LEA-LEA-GRU4Rec": ("SA2C_LEA", {"variant": "LEA", "backbone": "GRU4Rec"}),
 }
+#: the test suite's tiny LE profile and the fixture's item text (changing it means recording the pins again)
 LE_PROFILE: dict[str, Any] = {
-    "le_device": "cpu",
-    "le_token_steps": 3,
-    "le_token_batch": 16,
-    "le_token_lr": 5e-3,
-    "le_train_fraction": 0.5,
-    "le_epochs": 1,
-    "le_batch_size": 4,
-    "le_lr": 1e-3,
-    "le_history_len": 3,
-    "le_chunk_len": 8,
-    "le_feat_batch": 4,
-    "le_aug_fraction": 1.0,
-    "le_aug_backbone_epochs": 1,
-    "le_aug_backbone_config": {
-        "hidden_size": 16,
-        "inner_size": 32,
-        "n_layers": 1,
-        "n_heads": 1,
-        "train_batch_size": 64,
-    },
-    "le_state_dim": 4,
+    **TINY_PROFILE,
     "item_text_fields": ["title"],
     "le_item_template": "[item] movie is titled {title}",
     "le_item_noun": "movie",

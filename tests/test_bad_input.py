@@ -75,22 +75,23 @@ def test_le_folder_missing_a_field_names_it(tmp_path: Path, tiny_root: Path, tin
         run_recbole_lea("SA2C_LEA", "tiny", config_dict=cfg, saved=False)
 
 
-def test_cli_reports_without_traceback(tiny_root: Path) -> None:
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model=NoSuchModel"], "Unknown model 'NoSuchModel'"),
+        (["--model=SA2C", "--epochs=0"], "`epochs` must be >= 1"),
+    ],
+)
+def test_cli_reports_without_traceback(args: list[str], message: str, tiny_root: Path) -> None:
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run_recbole_lea.py"),
-            "--model=NoSuchModel",
-            "--dataset=tiny",
-            f"--data_path={tiny_root}",
-        ],
+        [sys.executable, str(ROOT / "run_recbole_lea.py"), *args, "--dataset=tiny", f"--data_path={tiny_root}"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "Unknown model 'NoSuchModel'" in proc.stderr
+    assert message in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from recbole_lea.data.rows import sequence_parts
 from recbole_lea.errors import ConfigError
 from recbole_lea.le.model import LEModel
-from recbole_lea.le.testing import TINY_DATASET_KEYS, TINY_PROFILE, save_tiny_llm, write_tiny_dataset
+from recbole_lea.le.testing import save_tiny_llm, tiny_lea_options, write_tiny_dataset
 from recbole_lea.quick_start import run_recbole_lea
 
 RATIOS = [0.6, 0.2, 0.2]
@@ -41,26 +40,14 @@ def held_out_unique(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with open(folder / "tiny.item", "a") as fh:
         for item in df["item_id"][parts > 0]:
             fh.write(f"{item}\ta b\t1999\tdrama\n")
-    llm = save_tiny_llm(root / "llm")
-    profile = root / "profile.yaml"
-    profile.write_text(yaml.safe_dump(dict(TINY_PROFILE)))
-    options = {
-        **TINY_DATASET_KEYS,
-        "epochs": 1,
-        "hidden_size": 8,
-        "embedding_size": 8,
-        "inner_size": 8,
-        "train_batch_size": 64,
-        "data_path": str(data),
-        "le_profile": str(profile),
-        "le_model": str(llm),
-        "le_cache_dir": str(root / "cache"),
-        "le_state_dim": TINY_PROFILE["le_state_dim"],
-        "checkpoint_dir": str(root / "saved"),
-        "eval_protocol": "sequence",
-        "sequence_split_ratios": RATIOS,
-        "split_seed": SPLIT_SEED,
-    }
+    options = tiny_lea_options(
+        root,
+        data,
+        save_tiny_llm(root / "llm"),
+        eval_protocol="sequence",
+        sequence_split_ratios=RATIOS,
+        split_seed=SPLIT_SEED,
+    )
     return {"root": root, "data": data, "df": df, "parts": parts, "options": options}
 
 

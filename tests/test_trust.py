@@ -14,13 +14,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 
 from recbole_lea.cli import main as cli_main
 from recbole_lea.errors import ConfigError
 from recbole_lea.experiments import compare, runner
 from recbole_lea.le.build import build_le
-from recbole_lea.le.testing import TINY_DATASET_KEYS, TINY_PROFILE, save_tiny_llm, write_tiny_dataset
+from recbole_lea.le.testing import TINY_DATASET_KEYS, TINY_PROFILE, save_tiny_llm, tiny_lea_options, write_tiny_dataset
 from recbole_lea.quick_start import run_recbole_lea
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,18 +37,7 @@ def lea_setup(tmp_path: Path, llm_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "data"
     write_tiny_dataset(data, n_users=10, max_len=12)
-    profile = tmp_path / "tiny-profile.yaml"
-    profile.write_text(yaml.safe_dump(dict(TINY_PROFILE)))
-    options = {
-        **SMALL,
-        **TINY_DATASET_KEYS,
-        "data_path": str(data),
-        "le_profile": str(profile),
-        "le_model": str(llm_dir),
-        "le_cache_dir": str(tmp_path / "cache"),
-        "le_state_dim": TINY_PROFILE["le_state_dim"],
-        "checkpoint_dir": str(tmp_path / "saved"),
-    }
+    options = tiny_lea_options(tmp_path, data, llm_dir, **SMALL)
     return {"data": data, "options": options, "tmp": tmp_path}
 
 
@@ -252,23 +240,6 @@ def test_malformed_yaml_names_file_and_line(
     code = cli_main(["--model=SA2C", "--dataset=tiny", f"--data_path={tiny_root}", "--config_files", str(bad)])
     err = capsys.readouterr().err
     assert code == 2 and "bad.yaml is not valid yaml" in err and "line 3" in err and "Traceback" not in err
-
-
-def test_cli_exit_code_and_no_traceback_in_a_fresh_process(tiny_root: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run_recbole_lea.py"),
-            "--model=SA2C",
-            "--dataset=tiny",
-            f"--data_path={tiny_root}",
-            "--epochs=0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2 and "`epochs` must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------ 12: locked builds, leftovers cleaned

@@ -212,3 +212,27 @@ def launched_build(spec_path: str) -> int:
 
 if __name__ == "__main__":
     sys.exit(launched_build(sys.argv[1]))
+
+
+def tiny_lea_options(root: Path, data: Path, llm: Path, **extra: object) -> dict:
+    """The options of a tiny ``*_LEA`` run that builds its LE with the tiny LLM and the tiny
+    profile (written to ``root/tiny-profile.yaml``), its cache and checkpoints under ``root``."""
+    import yaml
+
+    profile = Path(root) / "tiny-profile.yaml"
+    profile.write_text(yaml.safe_dump(dict(TINY_PROFILE)))
+    return {
+        **TINY_DATASET_KEYS,
+        "epochs": 1,
+        "hidden_size": 8,
+        "embedding_size": 8,
+        "inner_size": 8,
+        "train_batch_size": 64,
+        "data_path": str(data),
+        "le_profile": str(profile),
+        "le_model": str(llm),
+        "le_cache_dir": str(Path(root) / "cache"),
+        "le_state_dim": TINY_PROFILE["le_state_dim"],
+        "checkpoint_dir": str(Path(root) / "saved"),
+        **extra,
+    }
