@@ -245,6 +245,7 @@ class StageResult:
     dense_pairs: int  # (query, key) pairs the attention kernel computes with an explicit mask
     useful_pairs: int
     host_share: float | None = None  # wall share outside the LLM's forward (host preparation etc.)
+    items: int = 0  # item-token stage: items in the timed batch
     reference_mfu: float | None = None  # a plain causal forward of the same padded shape
     notes: list[str] = field(default_factory=list)
 
@@ -367,7 +368,8 @@ def bench_item_tokens(
     sents = encode_sentences(tok, item_sentences(base, cfg), cfg)
     table = init_item_tokens(llm, sents, cfg, 0)
     batches = item_token_batches(sents, cfg)
-    idx = max(batches, key=len)  # a full batch
+    full = [b for b in batches if len(b) == max(len(x) for x in batches)]
+    idx = full[len(full) // 2]  # a full batch of median sentence length (batches are sorted by length)
     lens = [len(sents[j].before) + 1 + len(sents[j].after) for j in idx]
     real, padded = int(sum(lens)), len(idx) * max(lens)
     targets = int(sum(len(sents[j].after) for j in idx))
@@ -395,6 +397,7 @@ def bench_item_tokens(
         len(idx) * max(lens) ** 2,
         pairs,
     )
+    res.items = len(idx)
     res.reference_mfu = reference_mfu(llm, shape, len(idx), max(lens), device, peak)
     res.notes.append(f"batch of {len(idx)} items, {real / len(idx):.1f} tokens per sentence, {a.token_steps} steps")
     res.notes.append(f"{len(sents)} items, {len(batches)} batches of le_token_batch {cfg.le_token_batch}")
@@ -522,10 +525,17 @@ def bench_featurize(
 
 
 # --- projection -------------------------------------------------------------------------------------
-def project(results: dict[str, StageResult], cfg: LEConfig, prefix_len: int, gpus: list[int]) -> dict[str, Any]:
+def project(
+    results: dict[str, StageResult],
+    cfg: LEConfig,
+    prefix_len: int,
+    gpus: list[int],
+    sentence_tokens: dict[str, float],
+) -> dict[str, Any]:
     """Whole-build LLM-stage time for the paper's sets on N GPUs: each stage's work from the set's
-    size, at the measured per-GPU rate, divided over N processes at the granularity the build splits
-    it (whole item batches, whole groups of 64 users, the chunks of one training batch)."""
+    size (``sentence_tokens``: tokens per item sentence), at the measured per-GPU token rate, divided
+    over N processes at the granularity the build splits it (whole item batches, whole groups of 64
+    users, the chunks of one training batch)."""
     out: dict[str, Any] = {}
     it, tr, ft = results.get("item_tokens"), results.get("le_train"), results.get("featurize")
     for name, (items, seqs, inter) in PAPER_SETS.items():
@@ -536,7 +546,9 @@ def project(results: dict[str, StageResult], cfg: LEConfig, prefix_len: int, gpu
             t: dict[str, float] = {}
             if it is not None:
                 batches = math.ceil(items / cfg.le_token_batch)
-                per_batch = cfg.le_token_steps * cfg.le_token_batch / it.rate()
+                # measured sentence tokens per second of training (one step over one batch = its real tokens)
+                tok_rate = it.real_tokens * (it.units / max(it.items, 1)) / it.seconds
+                per_batch = cfg.le_token_steps * cfg.le_token_batch * sentence_tokens[name] / tok_rate
                 t["item_tokens"] = math.ceil(batches / g) * per_batch
             if tr is not None:
                 pairs = cfg.le_train_fraction * train_rows
@@ -557,6 +569,116 @@ def project(results: dict[str, StageResult], cfg: LEConfig, prefix_len: int, gpu
             per[str(g)] = t
         out[name] = per
     return out
+
+
+def activation_gib(shape: Shape, tokens: float, bytes_per_value: int = 2) -> float:
+    """Activations a frozen-weight backward keeps for ``tokens`` tokens: about 15 values per token
+    and layer in units of the hidden size (norm inputs, q/k/v, attention output, 3 MLP products;
+    linear inputs are not kept since no weight gradient is needed)."""
+    return 15 * shape.hidden * shape.layers * tokens * bytes_per_value / 2**30
+
+
+def mean_sentence_tokens(data_path: str, dataset: str, tok: Any) -> float | None:
+    """Tokens per item sentence of ``dataset`` (its own template), if its atomic files are there."""
+    if not (Path(data_path) / dataset / f"{dataset}.item").is_file():
+        return None
+    cfg = resolve_config(dataset, "paper", {}, data_path)
+    base = load_base(data_path, dataset, cfg)
+    sents = encode_sentences(tok, item_sentences(base, cfg), cfg)
+    return float(np.mean([len(x.before) + 1 + len(x.after) for x in sents]))
+
+
+# --- work of a whole build (no model run) ----------------------------------------------------------
+def count_work(base: Any, cfg: LEConfig, tok: Any, shape: Shape) -> dict[str, dict[str, float]]:
+    """Tokens, attended pairs and model FLOPs of each LLM stage of a whole build of ``base`` with
+    ``cfg``, from the build's own chunking and sampling (the cost model's work counts)."""
+    from recbole_lea.le.item_tokens import trains_nothing
+    from recbole_lea.le.train import training_chunks
+
+    p = len(prefix_ids(tok, cfg))
+    out: dict[str, dict[str, float]] = {}
+    sents = encode_sentences(tok, item_sentences(base, cfg), cfg)
+    lens = [len(x.before) + 1 + len(x.after) for x in sents]
+    tokens, pairs, targets = sum(lens), sum(causal_pairs(n) for n in lens), sum(len(x.after) for x in sents)
+    fwd = shape.forward(tokens, pairs, targets)
+    bwd = shape.input_backward(tokens, pairs, targets)
+    passes = 0 if trains_nothing(cfg) else int(cfg.le_token_eval or cfg.le_token_steps == 0)
+    out["item_tokens"] = {
+        "tokens": float(tokens * (cfg.le_token_steps + passes)),
+        "flops": cfg.le_token_steps * (fwd + bwd) + passes * fwd,
+        "items": float(len(sents)),
+    }
+    streams = training_streams(base, cfg)
+    rng = np.random.default_rng(cfg.le_seed)
+    n_users = max(1, int(round(cfg.le_train_fraction * len(streams))))
+    chosen = np.sort(rng.choice(len(streams), size=n_users, replace=False))
+    train = [streams[i].items for i in chosen]
+    if cfg.le_train_max_steps_per_user > 0:
+        train = [x[-(cfg.le_train_max_steps_per_user + 1) :] for x in train]
+    t = pr = rows = 0
+    for items in train:
+        for spec, pos in training_chunks(items, np.zeros(len(items) - 1, np.int64), cfg):
+            c = chunk_counts(p, spec)
+            t, pr, rows = t + c[0], pr + c[1], rows + len(pos)
+    out["le_train"] = {
+        "tokens": float(t * cfg.le_epochs),
+        "flops": cfg.le_epochs * (shape.forward(t, pr) + shape.input_backward(t, pr)),
+        "pairs_per_epoch": float(rows),
+        "users": float(len(train)),
+    }
+    rng = np.random.default_rng(cfg.le_seed + 2)
+    targets_rows = np.concatenate([x.rows[1:] for x in streams])
+    aug = np.zeros(len(base.inter), dtype=bool)
+    n_aug = int(round(cfg.le_aug_fraction * len(targets_rows)))
+    if n_aug:
+        aug[rng.choice(targets_rows, size=n_aug, replace=False)] = True
+    t = pr = steps = 0
+    for x in streams:
+        br = np.zeros((len(x.items) - 1, 1 + cfg.le_aug_topk), dtype=np.int64)
+        br[~aug[x.rows[1:]], 1:] = -1
+        for spec in user_chunks(x.items, br, cfg):
+            c = chunk_counts(p, spec)
+            t, pr = t + c[0], pr + c[1]
+        steps += len(x.items)
+    out["featurize"] = {"tokens": float(t), "flops": shape.forward(t, pr), "steps": float(steps), "prefix": float(p)}
+    return out
+
+
+def run_count(a: argparse.Namespace) -> int:
+    """--count: print the work of a whole build (tokens, FLOPs per stage) for a dataset, profile and model."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from recbole_lea.le.llm import converted_folder, model_source
+
+    overrides: dict[str, Any] = dict(kv.split("=", 1) for kv in a.set)
+    cfg = resolve_config(a.dataset, a.profile, overrides, a.data_path)
+    base = load_base(a.data_path, a.dataset, cfg)
+    if a.model in MODELS:
+        spec = dict(MODELS[a.model][1])
+        hf_cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
+        texts = [" ".join(x) for x in item_sentences(base, cfg)] + [cfg.le_instruction]
+        raw, name = find_tokenizer(a.tokenizer, cfg, texts)
+        tok: Any = FoldedTokenizer(raw, hf_cfg.vocab_size, name)
+    else:
+        from transformers import AutoTokenizer
+
+        src = model_source(LEConfig(**{**cfg.to_dict(), "le_model": a.model}))
+        folder = converted_folder(src, cfg) if src.kind == "gguf" else src.path
+        hf_cfg = AutoConfig.from_pretrained(folder, local_files_only=True)
+        tok, name = AutoTokenizer.from_pretrained(folder, local_files_only=True), f"tokenizer of {folder}"
+    with torch.device("meta"):
+        params = sum(x.numel() for x in AutoModelForCausalLM.from_config(hf_cfg).parameters())
+    shape = Shape.of(hf_cfg, params)
+    work = count_work(base, cfg, tok, shape)
+    print(
+        f"{a.dataset}, profile {a.profile} {overrides or ''}, model {a.model} ({params / 1e6:.1f}M parameters, {name})"
+    )
+    for stage, w in work.items():
+        extra = ", ".join(f"{k} {v:.0f}" for k, v in w.items() if k not in ("tokens", "flops"))
+        print(f"  {stage:<12} tokens {w['tokens']:>12.0f}  model FLOPs {w['flops']:.3e}  ({extra})")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"params": params, "work": work}, indent=1))
+    return 0
 
 
 # --- main -------------------------------------------------------------------------------------------
@@ -642,7 +764,23 @@ def run_model(
         if mfu is not None and mfu < MFU_TARGET:
             print(f"      below {MFU_TARGET:.0%} MFU, bounded by: {r.bound(peak)}")
     prefix_len = len(le_model()[1]) if results else 0
-    projection = project(results, cfg, prefix_len, a.gpus)
+    ml = float(np.mean([len(x) for x in [tok(" ".join(pq))["input_ids"] for pq in item_sentences(base, cfg)]])) + 1
+    industry = mean_sentence_tokens(a.data_path, "amazon-scientific", tok)
+    sentence_tokens = {"LFM": ml, "Industry": industry or ml}
+    print(
+        f"  item sentences: {ml:.1f} tokens (ml-100k's, assumed for LFM's title/album/artist); Industry "
+        + (f"{industry:.1f} (amazon-scientific's, the same Amazon category)" if industry else "assumed as ml-100k's")
+    )
+    memory = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+    for name, length in sentence_tokens.items():
+        need = activation_gib(shape, cfg.le_token_batch * length)
+        fits = (
+            f"; le_token_batch {cfg.le_token_batch} does not fit in {memory:.0f} GiB"
+            if memory and need > memory
+            else ""
+        )
+        print(f"  {name}: an item-token batch of {cfg.le_token_batch} keeps about {need:.0f} GiB of activations{fits}")
+    projection = project(results, cfg, prefix_len, a.gpus, sentence_tokens)
     print("  projected LLM stages of a paper-profile build, seconds (candidates and write not included, docs/le.md):")
     for name, per in projection.items():
         for g, v in per.items():
@@ -673,7 +811,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpus", default="1,2,4,8", help="GPU counts of the projection")
     ap.add_argument("--budget_s", type=float, default=540.0, help="skip the remaining stages after this")
     ap.add_argument("--json", default=None, help="write every figure to this file")
+    ap.add_argument("--count", action="store_true", help="only count a whole build's work (no timing)")
+    ap.add_argument("--dataset", default="ml-100k", help="--count: the dataset")
+    ap.add_argument("--profile", default="paper", help="--count: the LE profile")
+    ap.add_argument("--model", default="7b", help="--count: 7b, 1b, or an le_model value (smollm2, a folder)")
+    ap.add_argument("--set", nargs="*", default=[], help="--count: LE options key=value")
     a = ap.parse_args(argv)
+    if a.count:
+        return run_count(a)
     a.gpus = [int(g) for g in a.gpus.split(",")]
     a.token_steps = a.token_steps or (2 if a.tiny else 5)
     a.train_steps = a.train_steps or (2 if a.tiny else 8)
