@@ -571,11 +571,58 @@ def project(
     return out
 
 
-def activation_gib(shape: Shape, tokens: float, bytes_per_value: int = 2) -> float:
-    """Activations a frozen-weight backward keeps for ``tokens`` tokens: about 15 values per token
-    and layer in units of the hidden size (norm inputs, q/k/v, attention output, 3 MLP products;
-    linear inputs are not kept since no weight gradient is needed)."""
-    return 15 * shape.hidden * shape.layers * tokens * bytes_per_value / 2**30
+def saved_per_token_layer(spec: dict[str, Any]) -> float:
+    """Values autograd keeps per token and layer, in units of the hidden size, when the input of a
+    frozen LLM of this family needs a gradient (the item-token and LE-training backward): counted
+    with saved-tensor hooks on a narrow copy of the architecture (same ratios, hidden 256)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = dict(spec)
+    ratio = spec["hidden_size"] / 256
+    small = {
+        **spec,
+        "hidden_size": 256,
+        "intermediate_size": int(spec["intermediate_size"] / ratio),
+        "num_hidden_layers": 2,
+        "vocab_size": 1000,
+        "bos_token_id": None,
+        "eos_token_id": None,
+    }
+    if "head_dim" in small:
+        small["head_dim"] = max(8, int(small["head_dim"] / ratio))
+    small.pop("rope_scaling", None)
+    cfg = AutoConfig.for_model(small.pop("model_type"), **small)
+    cfg._attn_implementation = "sdpa"
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+
+    def saved(length: int) -> int:
+        x = torch.randn(1, length, 256, requires_grad=True)
+        seen: set[int] = set()
+        total = [0]
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            if t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total[0] += t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model.model(inputs_embeds=x, use_cache=False)
+        return total[0]
+
+    # saved(T) = c + a T + b T^2: the T^2 part (attention probabilities of the CPU's math kernel) is
+    # not kept by the fused GPU kernels, c is shared (rotary tables); a is what every token costs
+    lengths = [16, 32, 48, 64]
+    _b, a, _c = np.polyfit(lengths, [saved(n) for n in lengths], 2)
+    return float(a) / (2 * 256)
+
+
+def activation_gib(shape: Shape, tokens: float, per_token_layer: float, bytes_per_value: int = 2) -> float:
+    """Activations a frozen-weight backward keeps for ``tokens`` tokens (``per_token_layer`` values
+    per token and layer in units of the hidden size, :func:`saved_per_token_layer`)."""
+    return per_token_layer * shape.hidden * shape.layers * tokens * bytes_per_value / 2**30
 
 
 def mean_sentence_tokens(data_path: str, dataset: str, tok: Any) -> float | None:
@@ -772,14 +819,16 @@ def run_model(
         + (f"{industry:.1f} (amazon-scientific's, the same Amazon category)" if industry else "assumed as ml-100k's")
     )
     memory = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+    kept = saved_per_token_layer(MODELS[key][1])
+    print(f"  a frozen-weight backward keeps {kept:.1f} x hidden values per token and layer (saved-tensor count)")
     for name, length in sentence_tokens.items():
-        need = activation_gib(shape, cfg.le_token_batch * length)
+        need = activation_gib(shape, cfg.le_token_batch * length, kept)
         fits = (
             f"; le_token_batch {cfg.le_token_batch} does not fit in {memory:.0f} GiB"
             if memory and need > memory
             else ""
         )
-        print(f"  {name}: an item-token batch of {cfg.le_token_batch} keeps about {need:.0f} GiB of activations{fits}")
+        print(f"  {name}: an item-token batch of {cfg.le_token_batch} keeps about {need:.1f} GiB of activations{fits}")
     projection = project(results, cfg, prefix_len, a.gpus, sentence_tokens)
     print("  projected LLM stages of a paper-profile build, seconds (candidates and write not included, docs/le.md):")
     for name, per in projection.items():
