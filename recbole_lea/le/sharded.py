@@ -283,17 +283,20 @@ def sharded_featurize(
         def merge(out: Path) -> dict:
             res: list[dict[str, np.ndarray]] = []
             for folder in folders:
+                # each array read once per shard (indexing an NpzFile reads the array again every
+                # time, and every slice would keep its own full copy alive)
                 with np.load(folder / "features.npz") as d:
-                    s_off = r_off = 0
-                    for n in d["lengths"].tolist():
-                        res.append(
-                            {
-                                "states": d["states"][s_off : s_off + n],
-                                "pos_reward": d["pos_reward"][r_off : r_off + n - 1],
-                                "branch_reward": d["branch_reward"][r_off : r_off + n - 1],
-                            }
-                        )
-                        s_off, r_off = s_off + n, r_off + n - 1
+                    states, pos, branch, lengths = d["states"], d["pos_reward"], d["branch_reward"], d["lengths"]
+                s_off = r_off = 0
+                for n in lengths.tolist():
+                    res.append(
+                        {
+                            "states": states[s_off : s_off + n],
+                            "pos_reward": pos[r_off : r_off + n - 1],
+                            "branch_reward": branch[r_off : r_off + n - 1],
+                        }
+                    )
+                    s_off, r_off = s_off + n, r_off + n - 1
             return {**save_merged(out, res, cand, inputs), "processes": dist.world, "shards": len(folders)}
 
         cache.run(name, plan.keys[name], merge)
