@@ -12,7 +12,7 @@ import csv
 import os
 import re
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -141,7 +141,7 @@ def convert_csv(
                     if time_format:
                         moment = datetime.strptime(value, time_format)
                         if moment.tzinfo is None:
-                            moment = moment.replace(tzinfo=UTC)
+                            moment = moment.replace(tzinfo=timezone.utc)
                         t = moment.timestamp()
                     else:
                         t = float(value)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from array import array
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -128,7 +128,7 @@ def parse_start(value: str | int | None) -> int | str:
             f"--start {value!r} is not 'first', 'earliest', unix seconds or an ISO date like 2013-06-01"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp())
 
 
