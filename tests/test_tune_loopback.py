@@ -74,6 +74,8 @@ def test_local_sweep_listens_on_loopback_only(tmp_path: Path, monkeypatch: pytes
     # a local Ray's processes inherit the driver's environment
     monkeypatch.setenv("RLEA_TEST_DRIVER_PID", str(os.getpid()))
     monkeypatch.setenv("RLEA_TEST_SOCKETS", str(out))
+    # a local sweep starts its own node even where RAY_ADDRESS (or a `ray start` left running) names one
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
     # the trial imports probe_run from this folder
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(p for p in [str(Path(__file__).parent), os.environ.get("PYTHONPATH")] if p)

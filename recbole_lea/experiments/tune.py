@@ -135,7 +135,8 @@ def start_local_ray(num_cpus: int | None = None, temp_dir: str | None = None, lo
     ``PYTHONPATH`` and :data:`TRIAL_ENV` into their environment: a local Ray's processes inherit
     the driver's environment at start, with no runtime env, so trials reuse Ray's prestarted
     workers instead of starting a fresh one each. Raises ``RuntimeError`` (after shutting the node
-    down) if Ray started on any other address.
+    down) if Ray started on any other address. Never joins an existing cluster (``--address``
+    does that).
     """
     import ray
 
@@ -151,6 +152,9 @@ def start_local_ray(num_cpus: int | None = None, temp_dir: str | None = None, lo
     try:
         with ray_loopback_only():
             context = ray.init(
+                # always a new node: without it ray.init() joins a cluster that `ray start` left
+                # running on this machine (<temp dir>/ray_current_cluster) or RAY_ADDRESS names
+                address="local",
                 num_cpus=num_cpus,
                 include_dashboard=False,
                 log_to_driver=log_to_driver,
