@@ -143,6 +143,7 @@ def one_version(version: str, args: argparse.Namespace, main_cmd: str, tests_cmd
             raise SystemExit(f"[{version}] {pre} failed: see {log}")
         torch_from = f"{wheels} (pip download once; {wall:.0f} s to install)"
     record: dict[str, Any] = {
+        "load_avg_start": round(os.getloadavg()[0], 1),
         "version": version,
         "interpreter": interpreter,
         "torch_from": torch_from,
@@ -167,6 +168,7 @@ def one_version(version: str, args: argparse.Namespace, main_cmd: str, tests_cmd
         code, wall, out = run(lea, src, env, log, args.lea_timeout)
         metrics = test_metrics(out)
         record.update(lea_exit=code, lea_wall_s=round(wall), lea_test=metrics, lea_ok=code == 0 and bool(metrics))
+    record["load_avg_end"] = round(os.getloadavg()[0], 1)
     record["versions"] = venv_versions(venv / "bin" / "python", src, env)
     record["wall_s"] = round(time.perf_counter() - start)
     record["log"] = str(log)
@@ -179,16 +181,18 @@ def one_version(version: str, args: argparse.Namespace, main_cmd: str, tests_cmd
 def table(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     rows = [
         "| Python | numpy | pandas | torch | ray | pyarrow | tests passed / failed / skipped | main job ok | "
-        "LEA main job ok | wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "LEA main job ok | wall time | load avg start/end | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rec in records:
         v = rec.get("versions", {})
         tests = rec.get("tests", {})
         main = f"{'yes' if rec.get('main_ok') else 'NO'} ({rec.get('main_wall_s')} s)"
-        if "lea_ok" in rec:
+        if rec.get("lea_exit") == 124:
+            lea = f"timed out after {rec['lea_wall_s'] / 60:.0f} min (killed by the script)"
+        elif "lea_ok" in rec:
             ndcg = rec.get("lea_test", {}).get("ndcg@10")
-            lea = f"{'yes' if rec['lea_ok'] else 'NO'} ({rec['lea_wall_s'] / 60:.1f} min, NDCG@10 {ndcg})"
+            lea = f"{'yes' if rec['lea_ok'] else 'NO'} ({rec['lea_wall_s'] / 60:.1f} min, test NDCG@10 {ndcg})"
         else:
             lea = "not run"
         failed = tests.get("failed", 0) + tests.get("errors", 0)
@@ -196,11 +200,13 @@ def table(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"| {v.get('python', rec['version'])} | {v.get('numpy')} | {v.get('pandas')} | {v.get('torch')} | "
             f"{v.get('ray')} | {v.get('pyarrow')} | {tests.get('passed', 0)} / {failed} / {tests.get('skipped', 0)} | "
             f"{main} | {lea} | "
-            f"{rec['wall_s'] / 60:.1f} min |"
+            f"{rec['wall_s'] / 60:.1f} min | {rec.get('load_avg_start', '?')} / {rec.get('load_avg_end', '?')} | "
+            f"{rec.get('commit')} |"
         )
-    commit = records[0].get("commit") if records else "?"
     note = (
-        f"\nCommit {commit}, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, no GPU; "
+        f"\n{records[-1].get('date', time.strftime('%Y-%m-%d')) if records else ''}, {platform.machine()}, "
+        f"{os.cpu_count()} cores, no GPU, shared with other jobs (load average: 1-minute, at the start and end "
+        "of each version); "
         f"`python benchmarks/python_matrix.py` (fresh venv and `git archive` tree per version). "
         f"'main job ok': README command 1 with `python run_recbole_lea.py --model={args.main_model} "
         f"--dataset=ml-100k --epochs={args.epochs}` exited 0 and printed test metrics; 'LEA main job ok': the "
@@ -233,11 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lea-timeout", type=int, default=3600)
     parser.add_argument("--keep", action="store_true", help="keep the venvs")
     parser.add_argument("--no-doc", action="store_true", help="print the table, do not write docs/")
+    parser.add_argument("--merge", action="store_true", help="keep other versions' rows from the last results file")
     args = parser.parse_args(argv)
     main_cmd, tests_cmd = readme_commands(REPO / "README.md")
-    records = []
+    records: list[dict[str, Any]] = []
+    if args.merge and RESULTS.exists():  # keep the other versions' records of an earlier run
+        records = [r for r in json.loads(RESULTS.read_text())["records"] if r["version"] not in args.versions]
     for version in args.versions:
-        records.append(one_version(version, args, main_cmd, tests_cmd))
+        record = one_version(version, args, main_cmd, tests_cmd)
+        record["date"] = time.strftime("%Y-%m-%d")
+        records.append(record)
+        records.sort(key=lambda r: [int(x) for x in r["version"].split(".")])
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({"readme": [main_cmd, tests_cmd], "records": records}, indent=1) + "\n")
     text = table(records, args)
