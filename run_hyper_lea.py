@@ -1,7 +1,7 @@
 """Ray Tune sweep over a RecBole params file (see docs/experiments.md).
 
     python run_hyper_lea.py --model=SA2C_LEA --dataset=ml-100k \
-        --params_file=properties/experiments/w_grid.hyper --max_concurrent 2
+        --params_file=w_grid --max_concurrent 2
 """
 
 import sys

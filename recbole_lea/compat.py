@@ -1,34 +1,63 @@
-"""Shims that let RecBole 1.2.1 run on today's stack.
+"""Shims that let RecBole 1.2.1 run on today's stack (Python 3.10-3.13, numpy 1.26 or 2, Ray 2.x).
 
-Every shim names the upstream break it works around. :func:`apply` is idempotent and is called
-when :mod:`recbole_lea` is imported. Version pins that cannot be shimmed live in ``setup.cfg``:
+Every shim names the upstream line it works around. :func:`apply` is idempotent and is called
+when :mod:`recbole_lea.quick_start` is imported; :func:`require_recbole` runs when
+:mod:`recbole_lea` is imported. What cannot be shimmed is in ``setup.cfg``:
 
-- ``numpy<2``: RecBole 1.2.1 uses ``np.float_`` (removed in numpy 2.0), ray 2.6.3 uses ``np.bool8``.
-- ``pandas<3``: pandas 3 copy-on-write turns RecBole's chained in-place ``fillna`` into no-ops.
-- ``pyarrow<22`` and ``setuptools<81``: ray 2.6.3 (RecBole's pin) imports ``pkg_resources``
-  (removed from setuptools 81) and breaks on pyarrow 22's extension-type registry.
+- RecBole 1.2.1 is installed with ``pip install --no-deps recbole==1.2.1``: its metadata declares
+  ``ray<=2.6.3`` (no wheels past Python 3.11, ``np.bool8``, ``pkg_resources``), which pip would
+  enforce, so ``setup.cfg`` lists RecBole's real runtime requirements itself, less ray.
+- ``pandas<3``: pandas 3 copy-on-write turns RecBole's chained in-place ``fillna``
+  (``recbole/data/dataset/dataset.py``, ``_fill_nan``) into silent no-ops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
-import torch
-import yaml
+RECBOLE_VERSION = "1.2.1"
+RECBOLE_INSTALL = f"pip install --no-deps recbole=={RECBOLE_VERSION}"
 
 _APPLIED = False
-
 
 #: marker of a checkpoint whose config is stored as plain values (loadable with weights_only)
 PLAIN_CONFIG = "recbole_lea_plain_config"
 
 
+def require_recbole() -> None:
+    """Stop with one message naming the install command when RecBole 1.2.1 is not importable.
+
+    ``recbole`` is deliberately absent from ``install_requires`` (see the module docstring), so a
+    plain ``pip install recbole_lea`` does not bring it. ``recbole/__init__.py`` only sets
+    ``__version__``, so this check is cheap (no torch import).
+    """
+    try:
+        import recbole
+    except ImportError as err:
+        raise ImportError(
+            f"recbole_lea needs RecBole {RECBOLE_VERSION}, which is not installed: run `{RECBOLE_INSTALL}` "
+            "(--no-deps: RecBole's metadata pins ray<=2.6.3, which has no wheels for Python 3.12+; "
+            "setup.cfg lists RecBole's other requirements)."
+        ) from err
+    found = getattr(recbole, "__version__", "unknown")
+    if found != RECBOLE_VERSION:
+        raise ImportError(
+            f"recbole_lea needs RecBole {RECBOLE_VERSION}, found {found} at {os.path.dirname(recbole.__file__)}: "
+            f"run `{RECBOLE_INSTALL}`."
+        )
+
+
 def _plain(value: Any) -> Any:
     """RecBole's enums and the device as plain values (``{"__enum__": ..., "name": ...}`` / str)."""
     from enum import Enum
+
+    import torch
 
     if isinstance(value, Enum):
         return {"__enum__": type(value).__name__, "name": value.name}
@@ -42,6 +71,7 @@ def _plain(value: Any) -> Any:
 
 
 def _restored(value: Any) -> Any:
+    import torch
     from recbole.utils import enum_type
 
     if isinstance(value, dict):
@@ -77,6 +107,7 @@ def config_from_plain(state: dict[str, Any]) -> Any:
     config.internal_config_dict, config.external_config_dict = {}, {}
     config.file_config_dict, config.variable_config_dict, config.cmd_config_dict = {}, {}, {}
     config._init_parameters_category()
+    _numpy2_aliases()  # compatibility_settings reads np.float_, gone in numpy 2
     config.compatibility_settings()
     return config
 
@@ -85,6 +116,8 @@ def torch_load(path: str, map_location: Any = None, trust_pickle: bool = False) 
     """``torch.load`` of a checkpoint with ``weights_only=True`` (nothing in the file can run
     code); its config is turned back into a ``Config``. Checkpoints written before this format
     (the whole ``Config`` pickled) load only with ``trust_pickle=True``, for files you wrote."""
+    import torch
+
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 -- UnpicklingError, or a RuntimeError wrapping it
@@ -98,6 +131,7 @@ def torch_load(path: str, map_location: Any = None, trust_pickle: bool = False) 
             ) from None
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
         config = checkpoint["config"]
+        _numpy2_aliases()
         config.compatibility_settings()  # np.float for float_seq fields, as Config.__init__ sets it
         return checkpoint
     if isinstance(checkpoint.get("config"), dict) and checkpoint["config"].get(PLAIN_CONFIG):
@@ -109,19 +143,26 @@ def _disable_anomaly_detection() -> None:
     # recbole/model/sequential_recommender/sine.py calls
     # torch.autograd.set_detect_anomaly(True) at import time, for the whole process, which
     # makes every backward pass 1.5-1.9x slower. Import the package once, then switch it off.
+    import torch
+
     importlib.import_module("recbole.model.sequential_recommender")
     torch.autograd.set_detect_anomaly(False)
 
 
+#: numpy 2.0 removed these aliases; RecBole 1.2.1 reads them in
+#: recbole/config/configurator.py:630 (``np.float = np.float_``), :631 (``np.complex = np.complex_``)
+#: and :635 (``np.unicode = np.unicode_``), in ``Config.compatibility_settings``, which every
+#: ``Config(...)`` runs. Without them every run fails on numpy 2 with
+#: "np.float_ was removed in the NumPy 2.0 release. Use np.float64 instead."
+NUMPY2_ALIASES = (("float_", "float64"), ("unicode_", "str_"), ("complex_", "complex128"))
+
+
 def _numpy2_aliases() -> None:
-    # numpy 2.0 removed np.float_ / np.unicode_ / np.complex_ / np.bool8, which RecBole 1.2.1
-    # (dataset loading; Config.compatibility_settings reads np.complex_) and ray 2.6.3 use.
-    # setup.cfg pins numpy<2; these aliases only matter where a machine's numpy 2 cannot be
-    # swapped (e.g. a GPU image), and are identical in meaning.
+    # Same meaning as numpy 1.x's aliases; a no-op on numpy 1.x, where they exist.
     import numpy as np
 
-    for old, new in (("float_", "float64"), ("unicode_", "str_"), ("complex_", "complex128"), ("bool8", "bool_")):
-        if not hasattr(np, old):
+    for old, new in NUMPY2_ALIASES:
+        if old not in np.__dict__:
             setattr(np, old, getattr(np, new))
 
 
@@ -132,6 +173,7 @@ def _literal_option_values() -> None:
     # anything else stays the string it was.
     import ast
 
+    import yaml
     from recbole.config import Config
 
     def convert(self, config_dict):  # type: ignore[no-untyped-def]
@@ -203,6 +245,14 @@ def quiet_third_party_warnings() -> None:
         category=FutureWarning,
         module=r"recbole\.data\.dataset\.dataset",
     )
+    # recbole/data/dataset/dataset.py (split_by_ratio over sequence fields, the LE states):
+    # `feat[field].agg(len)` on a Series of arrays, pandas' deprecation of aggregating with len
+    warnings.filterwarnings(
+        "ignore",
+        message=r"using <built-in function len> in Series\.agg cannot aggregate",
+        category=FutureWarning,
+        module=r"recbole\.data\.dataset\.dataset",
+    )
     # recbole/trainer/trainer.py, Trainer.__init__: `amp.GradScaler(enabled=...)` of torch.cuda.amp
     warnings.filterwarnings(
         "ignore", message=r"`torch\.cuda\.amp\.GradScaler", category=FutureWarning, module=r"recbole\.trainer\.trainer"
@@ -214,6 +264,39 @@ def quiet_third_party_warnings() -> None:
         category=FutureWarning,
         module=r"transformers\.modeling_utils",
     )
+
+
+@contextlib.contextmanager
+def ray_loopback_only() -> Iterator[None]:
+    """Inside this block a local ``ray.init()`` starts a node that listens on loopback only.
+
+    Ray (checked on 2.45 and 2.60) starts its GCS, raylet, object manager and every worker's gRPC
+    server on all interfaces (``::``) with a node IP found from the network, and ray.init's
+    ``_node_ip_address="127.0.0.1"`` is overridden: ``ray/_private/services.py``
+    ``resolve_ip_for_localhost`` (line 786 in 2.60) replaces a loopback address by
+    ``get_node_ip_address()``, which returns the loopback address only where
+    ``ray_constants.ENABLE_RAY_CLUSTER`` is false (``ray/_private/ray_constants.py`` line 658,
+    env ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``; the default on Windows and macOS). With it false the
+    node IP is 127.0.0.1 and Ray's gRPC servers bind to it. The constant is read when ray is
+    imported, so the module attribute is set as well as the variable; both are restored on exit (a
+    running node keeps its address). Callers check the address of the started node
+    (:func:`recbole_lea.experiments.tune.start_local_ray`).
+    """
+    from ray._private import ray_constants
+
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    saved_env = os.environ.get(name)
+    saved_const = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name] = "0"  # for processes that import ray afresh while the node starts
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved_env
+        ray_constants.ENABLE_RAY_CLUSTER = saved_const
 
 
 def apply() -> None:
@@ -258,6 +341,8 @@ class CompatTrainerMixin:
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):  # type: ignore[no-untyped-def]
         """RecBole's checkpoint with the config as plain values (see :func:`config_to_plain`)."""
+        import torch
+
         config = self.config  # type: ignore[attr-defined]
         if not config["single_spec"] and config["local_rank"] != 0:
             return

@@ -19,7 +19,8 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # the way run_sweep starts a local Ray (loopback only; tests/test_tune_loopback.py checks that)
+    assert lea_tune.start_local_ray(num_cpus=2, log_to_driver=False) == "127.0.0.1"
     yield
     ray.shutdown()
 

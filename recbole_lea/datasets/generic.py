@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -257,7 +257,7 @@ def time_parser(cols: Sequence[str], time_format: str | None) -> tuple[Callable[
     Dates without a zone are UTC."""
 
     def moment(value: datetime) -> float:
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
 
     if len(cols) == 1 and not time_format:
 

@@ -4,7 +4,7 @@ Two ways, chosen by one option of every converter whose data has timestamps:
 
 * ``--session-window DAYS``: fixed windows of ``DAYS`` days, the same windows for every user:
   window ``k`` is ``[origin + k * DAYS * 86400, origin + (k + 1) * DAYS * 86400)`` (unix seconds).
-  ``origin`` is ``--session-origin`` (unix seconds or an ISO date, UTC), by default
+  ``origin`` is ``--session-origin`` (unix seconds or an ISO date, timezone.utc), by default
   1970-01-01T00:00:00Z, so windows are calendar-aligned in UTC (``--session-window 1`` = UTC
   days); LFM-1b's default origin is the start of its ``--days``/``--start`` slice, so the paper's
   3-day slice cut with ``--session-window 3`` is one session per user. A session is a user's
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
@@ -51,7 +51,7 @@ def parse_instant(value: str | float | int) -> float:
         except ValueError:
             moment = datetime.fromisoformat(text)
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
+                moment = moment.replace(tzinfo=timezone.utc)
             t = moment.timestamp()
     if not math.isfinite(t):
         raise ValueError(f"{value!r} is not finite")
@@ -60,7 +60,7 @@ def parse_instant(value: str | float | int) -> float:
 
 def iso_utc(t: float) -> str:
     """``1370044800 -> '2013-06-01T00:00:00Z'`` (for reports and yaml comments)."""
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def split_session_id(session_id: str) -> tuple[str, int]:

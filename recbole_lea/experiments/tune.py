@@ -1,4 +1,4 @@
-"""Ray Tune sweeps over RecBole runs (Ray 2.6.3 API: ``tune.Tuner`` + ``ray.air.session``).
+"""Ray Tune sweeps over RecBole runs (Ray >= 2.45 API: ``tune.Tuner``, ``tune.report``, ``tune.get_context``).
 
 - The search space comes from a RecBole params file (:mod:`recbole_lea.experiments.params`).
 - Each trial is one :func:`recbole_lea.experiments.runner.run_one` in the trial's own folder; it
@@ -10,12 +10,18 @@
 - Shared caches (dataset conversion, the LE of ``*_LEA`` models) are prepared once by the driver
   before any trial, under file locks; trials never rebuild them.
 - A crashing trial is recorded (status ``ERROR`` + its error) and the sweep goes on.
+- No Tune checkpoints: ASHA only stops trials (never pauses and resumes them) and failed trials
+  are not retried, so Tune never restores one; RecBole writes its own best-model checkpoint into
+  the trial folder (``run/saved/``), which the trial's test evaluation reads.
+- A local Ray (no ``--address``) listens on 127.0.0.1 only (:func:`start_local_ray`);
+  ``--address`` is the only way to use other machines.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import ipaddress
 import json
 import math
 import os
@@ -37,8 +43,12 @@ from recbole_lea.experiments.runner import (
 )
 from recbole_lea.options import PROPERTIES
 
+LOOPBACK = "127.0.0.1"
 DEFAULTS_FILE = PROPERTIES / "experiments" / "eval.yaml"
 _MAX_RAY_TMP_LEN = 36  # Ray's socket paths (<tmp>/session_<date>_<pid>/sockets/...) must fit 107
+#: environment of every trial process: keep the worker's working directory (Ray's default moves it
+#: to a per-trial folder under the session dir; RecBole writes ``log/`` relative to it)
+TRIAL_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
 
 
 def _import_run_fn(ref: str | None) -> Any:
@@ -74,15 +84,15 @@ def _trial(
 ) -> None:
     """One Ray Tune trial (runs inside a Ray worker)."""
     import ray
-    from ray.air import session
+    from ray import tune
 
-    trial_dir = Path(session.get_trial_dir())
+    trial_dir = Path(tune.get_context().get_trial_dir())
     options = {**base_config, **params, **device_options(ray.get_gpu_ids())}
 
     def report(epoch: int, valid_score: float, valid_result: dict[str, Any]) -> None:
         metrics = {"epoch": epoch, "valid_score": float(valid_score)}
         metrics.update({f"valid_{k}": float(v) for k, v in valid_result.items()})
-        session.report(metrics)
+        tune.report(metrics)
 
     record = run_one(
         model,
@@ -117,6 +127,58 @@ def _ray_temp_dir(output_dir: Path) -> str:
     return str(link)
 
 
+def start_local_ray(num_cpus: int | None = None, temp_dir: str | None = None, log_to_driver: bool = True) -> str:
+    """Start a local Ray node for a sweep, listening on loopback only, and return its IP.
+
+    Every server of the node (GCS, raylet, object manager, the workers' and the driver's gRPC
+    servers) binds to 127.0.0.1 (:func:`recbole_lea.compat.ray_loopback_only`); nothing else on the
+    network can reach it. No dashboard, no usage-stats report. The repository goes on the workers'
+    ``PYTHONPATH`` and :data:`TRIAL_ENV` into their environment: a local Ray's processes inherit
+    the driver's environment at start, with no runtime env, so trials reuse Ray's prestarted
+    workers instead of starting a fresh one each. Raises ``RuntimeError`` (after shutting the node
+    down) if Ray started on any other address. Never joins an existing cluster (``--address``
+    does that).
+    """
+    import ray
+
+    from recbole_lea.compat import ray_loopback_only
+
+    env = {
+        "RAY_USAGE_STATS_ENABLED": "0",  # it would try the network at start
+        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p),
+        **TRIAL_ENV,
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        with ray_loopback_only():
+            context = ray.init(
+                # always a new node: without it ray.init() joins a cluster that `ray start` left
+                # running on this machine (<temp dir>/ray_current_cluster) or RAY_ADDRESS names
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=log_to_driver,
+                _node_ip_address=LOOPBACK,
+                _temp_dir=temp_dir,
+            )
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    node_ip = context.address_info["node_ip_address"]
+    if not ipaddress.ip_address(node_ip).is_loopback:
+        ray.shutdown()
+        raise RuntimeError(
+            f"Ray started its local node on {node_ip}, not on loopback: this Ray version ignores "
+            "recbole_lea.compat.ray_loopback_only, and the sweep would listen on the network. "
+            "Install a Ray version from setup.cfg's range."
+        )
+    return node_ip
+
+
 def run_sweep(
     model: str,
     dataset: str,
@@ -144,7 +206,7 @@ def run_sweep(
     Returns the summary written to ``<output_dir>/best.json`` plus ``trials`` (the CSV rows).
     """
     import ray
-    from ray import air, tune
+    from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     specs: list[ParamSpec] = parse_params_file(params_file)
@@ -162,28 +224,18 @@ def run_sweep(
 
     started_ray = False
     if not ray.is_initialized():
-        # no usage-stats report (it would try the network at start; nothing leaves the machine)
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        pythonpath = os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)
-        init_kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose > 0}
         if address:
             # workers on other nodes get the repo on their path through the runtime env
-            init_kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": pythonpath}}
-            init_kwargs["address"] = address
+            pythonpath = os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=verbose > 0,
+                runtime_env={"env_vars": {"PYTHONPATH": pythonpath, **TRIAL_ENV}},
+            )
         else:
-            init_kwargs["num_cpus"] = num_cpus
-            init_kwargs["_temp_dir"] = _ray_temp_dir(output_dir)
-        # a local Ray's processes inherit this environment at start: no runtime env, so trials
-        # reuse Ray's prestarted workers instead of starting a fresh one each
-        saved = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = pythonpath
-        try:
-            ray.init(**init_kwargs)
-        finally:
-            if saved is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved
+            start_local_ray(num_cpus=num_cpus, temp_dir=_ray_temp_dir(output_dir), log_to_driver=verbose > 0)
         started_ray = True
 
     if scheduler == "asha":
@@ -225,12 +277,11 @@ def run_sweep(
             scheduler=sched,
             max_concurrent_trials=max_concurrent,
             trial_dirname_creator=_trial_dirname,
-            chdir_to_trial_dir=False,
         ),
-        run_config=air.RunConfig(
+        run_config=tune.RunConfig(
             name=name,
             storage_path=str(output_dir / "ray_results"),
-            failure_config=air.FailureConfig(max_failures=0, fail_fast=False),
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             verbose=verbose,
         ),
     )
@@ -274,7 +325,7 @@ def _read_json(path: Path) -> Any:
 
 def _trial_row(result: Any, specs: list[ParamSpec], bigger: bool) -> dict[str, Any]:
     """One CSV row: params, status, best VALIDATION metrics, timings, error."""
-    trial_dir = Path(result.log_dir) if result.log_dir else None
+    trial_dir = Path(result.path) if result.path else None
     params = result.config or (_read_json(trial_dir / "params.json") if trial_dir else None) or {}
     row: dict[str, Any] = {"trial_dir": str(trial_dir) if trial_dir else ""}
     for spec in specs:
