@@ -62,10 +62,11 @@ def write_fake_le_dataset(root: Path, base: pd.DataFrame, name: str = "tiny", di
     return seal_le_dir(folder)
 
 
-@pytest.fixture(autouse=True)
-def _third_party_warnings_quiet() -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
     """pytest records warnings per test with its own filters; install ours (the targeted filters
-    of :func:`recbole_lea.compat.quiet_third_party_warnings`) in each test's context too."""
+    of :func:`recbole_lea.compat.quiet_third_party_warnings`) in each test's context too, before
+    its fixtures run (a module fixture that builds an LE runs inside the first test's context)."""
     from recbole_lea.compat import quiet_third_party_warnings
 
     quiet_third_party_warnings()

@@ -133,7 +133,7 @@ def _loss_with(model, batch, seed: int = 0) -> dict[str, float]:
     model.pop_loss_terms()
     loss = model.calculate_loss(batch)
     terms, _diagnostics = model.pop_loss_terms()
-    terms["total"] = float(loss)
+    terms["total"] = float(loss.detach())
     return terms
 
 

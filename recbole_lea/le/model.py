@@ -126,7 +126,12 @@ class LEModel(nn.Module):
         """Recompute the LLM's layer activations in the backward pass (option le_grad_checkpointing):
         memory for one layer's activations instead of all of them, for one more forward. Only in
         training mode; featurization (eval, no grad) is unaffected."""
-        self.causal_lm().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm = self.causal_lm()
+        kwargs = {"use_reentrant": False}
+        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def place(self, device: torch.device) -> LEModel:
         """Move the score head, the state projection and the item tokens to ``device``, leaving the
