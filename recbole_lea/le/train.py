@@ -19,6 +19,14 @@ from .model import ChunkSpec, LEModel, plan_chunks
 logger = logging.getLogger(__name__)
 
 
+def epoch_line(ep: dict[str, float]) -> str:
+    """The log line of one LE training epoch (``ep``: mean loss terms, accuracy, margin, pairs)."""
+    return (
+        f"LE epoch {int(ep['epoch'])}: loss {ep['loss']:.4f} (rm {ep['l_rm']:.4f}, sm {ep['l_sm']:.4f}), "
+        f"pairwise accuracy {ep['accuracy']:.3f}, margin {ep['margin']:.3f} over {int(ep['pairs'])} pairs"
+    )
+
+
 def sample_negatives(items: np.ndarray, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One negative per step t (for target items[t+1]) drawn from the training item pool, != target."""
     n = len(items)
@@ -121,16 +129,7 @@ def train_le(
         ep["epoch"] = epoch + 1
         ep["pairs"] = count
         history.append(ep)
-        logger.info(
-            "LE epoch %d: loss %.4f (rm %.4f, sm %.4f), pairwise accuracy %.3f, margin %.3f over %d pairs",
-            epoch + 1,
-            ep["loss"],
-            ep["l_rm"],
-            ep["l_sm"],
-            ep["accuracy"],
-            ep["margin"],
-            count,
-        )
+        logger.info(epoch_line(ep))
     model.eval()
     return history
 
@@ -332,18 +331,7 @@ def train_le_dp(
         ep["pairs"] = count
         history.append(ep)
         log = logger.info if dist.is_main else logger.debug  # one line per epoch, not one per process
-        log(
-            "LE epoch %d: loss %.4f (rm %.4f, sm %.4f), pairwise accuracy %.3f, margin %.3f over %d pairs "
-            "(%d processes)",
-            epoch + 1,
-            ep["loss"],
-            ep["l_rm"],
-            ep["l_sm"],
-            ep["accuracy"],
-            ep["margin"],
-            count,
-            dist.world,
-        )
+        log(f"{epoch_line(ep)} ({dist.world} processes)")
         if checkpoints is not None and epoch + 1 < cfg.le_epochs:
             tensors, opt_meta = _flatten_optimizer(opt.state_dict())
             tensors.update({f"model.{k}": v for k, v in model.trainable_state().items()})
