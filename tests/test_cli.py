@@ -45,6 +45,26 @@ def test_bad_input_is_reported_before_torch_is_imported(args: list[str], message
     assert "heavy: []" in proc.stdout
 
 
+@pytest.mark.parametrize(
+    "command,args,message",
+    [
+        ("compare_main", ["--models", "SA2C:w_ahh=1", "--seeds", "1"], "Did you mean `w_ah`"),
+        ("compare_main", ["--models", "SASRec", "--seeds", "1", "--stored"], "--stored: no finished record"),
+        ("hyper_main", ["--model=SA2C", "--params_file=nosuch"], "Params file nosuch not found"),
+    ],
+)
+def test_compare_and_sweep_bad_input_is_one_message(
+    command: str, args: list[str], message: str, tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recbole_lea.experiments import cli
+
+    argv = ["--dataset=tiny", f"--data_path={tiny_root}", f"--output_dir={tmp_path / 'out'}", *args]
+    assert getattr(cli, command)(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "runs").exists() or not any((tmp_path / "out" / "runs").iterdir())
+
+
 def test_unknown_model_names_ours_not_every_recbole_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--model=sasrec"]) == 2
     err = capsys.readouterr().err

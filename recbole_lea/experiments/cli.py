@@ -8,10 +8,13 @@ option for every run, its value parsed as YAML (``--epochs=5 --hidden_size=8``),
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 
 from recbole_lea.cli import parse_overrides
+from recbole_lea.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
 # run_hyper_lea.py
@@ -55,6 +58,22 @@ def hyper_parser() -> argparse.ArgumentParser:
     return p
 
 
+def exits_2_on_bad_input(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Bad input (:class:`~recbole_lea.errors.ConfigError`: an option, a file, a stored record)
+    ends a command with its one message and exit status 2, not a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+@exits_2_on_bad_input
 def hyper_main(argv: list[str] | None = None) -> int:
     args, rest = hyper_parser().parse_known_args(argv)
     overrides = parse_overrides(rest)
@@ -132,6 +151,7 @@ def compare_parser() -> argparse.ArgumentParser:
     return p
 
 
+@exits_2_on_bad_input
 def compare_main(argv: list[str] | None = None) -> int:
     parser = compare_parser()
     args, rest = parser.parse_known_args(argv)

@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 from filelock import FileLock
 
+from recbole_lea.errors import ConfigError
 from recbole_lea.experiments.protocol import protocol_description
 from recbole_lea.experiments.runner import (
     LOCK_TIMEOUT_S,
@@ -240,7 +241,7 @@ def _stored_record(runs_dir: Path, spec: ModelSpec, seed: int, options: Mapping[
         record = _cached(path)
         if record is not None and all(record.get("config_dict", {}).get(k) == v for k, v in wanted.items()):
             return record
-    raise FileNotFoundError(
+    raise ConfigError(
         f"--stored: no finished record of {spec.label} with seed {seed} and options {wanted} in {runs_dir}; "
         "run the comparison without --stored to compute it."
     )
