@@ -100,7 +100,7 @@ def pytest_counts(output: str) -> dict[str, int]:
 
 def test_metrics(output: str) -> dict[str, float]:
     """The test column of the table the main job prints last (``metric  valid  test`` rows)."""
-    rows = re.findall(r"^([a-z]+@\d+)\s+(?:[0-9.]+|nan)\s+([0-9.]+)\s*$", output, flags=re.M)
+    rows = re.findall(r"^\s*([a-z]+@\d+)\s+(?:[0-9.]+|nan)\s+([0-9.]+)\s*$", output, flags=re.M)
     return {name: float(value) for name, value in rows}
 
 

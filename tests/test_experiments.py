@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from recbole_lea.data.rows import sequence_parts, split_counts
+from recbole_lea.errors import ConfigError
 from recbole_lea.experiments import compare, params, plots, protocol, runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,7 +299,7 @@ def test_comparison_table_and_cache(data_root: Path, tmp_path: Path) -> None:
     ok_kwargs = dict(kwargs, models=["SASRec", "GRU4Rec"])
     stored = compare.run_comparison(**ok_kwargs, stored=True)
     assert calls == [] and stored["markdown"] == compare.run_comparison(**ok_kwargs)["markdown"]
-    with pytest.raises(FileNotFoundError, match="no finished record of SASRec with seed 1"):
+    with pytest.raises(ConfigError, match="no finished record of SASRec with seed 1"):
         compare.run_comparison(**dict(ok_kwargs, config_dict={**TINY, "epochs": 2}), stored=True)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -54,9 +55,20 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path: Path,
     )
     wheel = next(wheels.glob("recbole_lea-*.whl"))
     venv = tmp_path / "venv"
-    # the venv sees this interpreter's packages (torch, RecBole, ...) but gets its own recbole_lea
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     bindir = venv / "bin"
+    # the venv sees the packages of the environment the tests run in (torch, RecBole, ...: a venv of
+    # its own when the tests run in one, which --system-site-packages would skip) but gets its own
+    # recbole_lea: a .pth line adds those folders after the venv's own; the .pth files inside them
+    # (this checkout's editable install) are not processed
+    site = subprocess.run(
+        [str(bindir / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    parent = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site) / "_test_parent_env.pth").write_text("\n".join(parent) + "\n")
     subprocess.run([str(bindir / "pip"), "install", "-q", "--no-deps", str(wheel)], check=True, timeout=300)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
