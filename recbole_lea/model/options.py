@@ -37,7 +37,8 @@ class RLOptions:
     )
     ce_head: str = opt(
         "linear",
-        "Supervised head: linear (own W_u, b_u; original code) or tied (h E^T, as RecBole's SASRec).",
+        "Supervised head: linear (own W_u, b_u; original code) or tied (h E^T, as RecBole's SASRec and "
+        "GRU4Rec score: the like-for-like head against them, docs/rl.md).",
         choices=CE_HEADS,
     )
 

@@ -37,7 +37,9 @@ NOTE:
        (:class:`~recbole_lea.model.backbones.FastDropout`): same distribution, another random
        stream than torch's ``nn.Dropout``.
     7. ``ce_head: tied`` (not the default) scores with the item embedding (``h E^T``) as RecBole's
-       SASRec does, instead of upstream's separate dense head ``W_u h + b_u``.
+       SASRec and GRU4Rec do, instead of upstream's separate dense head ``W_u h + b_u``. Upstream
+       compared against baselines with that same dense head; against RecBole's baselines the tied
+       head is the like-for-like choice (docs/rl.md, "the supervised head").
 """
 
 from recbole_lea.model.rl_base import DoubleQRecommender
