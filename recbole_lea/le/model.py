@@ -128,7 +128,7 @@ class LEModel(nn.Module):
         training mode; featurization (eval, no grad) is unaffected."""
         lm = self.causal_lm()
         kwargs = {"use_reentrant": False}
-        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
+        if hasattr(lm, "activation_checkpointing_enable"):  # the current name; the old one warns
             lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
