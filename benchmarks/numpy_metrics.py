@@ -33,8 +33,8 @@ BEGIN, END = "<!-- numpy:begin -->", "<!-- numpy:end -->"
 
 COMPARE = """
 import json, sys, torch
-a = torch.load(sys.argv[1], map_location="cpu", weights_only=False)["state_dict"]
-b = torch.load(sys.argv[2], map_location="cpu", weights_only=False)["state_dict"]
+a = torch.load(sys.argv[1], map_location="cpu", weights_only=True)["state_dict"]
+b = torch.load(sys.argv[2], map_location="cpu", weights_only=True)["state_dict"]
 assert a.keys() == b.keys()
 diff = max(float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0 for k in a)
 print(json.dumps({"max_abs_diff": diff, "tensors": len(a), "bitwise_equal": all(torch.equal(a[k], b[k]) for k in a)}))
@@ -56,8 +56,9 @@ def run_model(python: Path, src: Path, model: str, epochs: int) -> dict[str, Any
     proc = subprocess.run(cmd, cwd=src, capture_output=True, text=True, check=False)
     out = proc.stdout + proc.stderr
     (src / f"{model}.log").write_text(out)
-    rows = re.findall(r"^([a-z]+@\d+)\s+([0-9.]+|nan)\s+([0-9.]+)\s*$", proc.stdout, flags=re.M)
-    saved = re.findall(r"^model saved to (.+)$", proc.stdout, flags=re.M)
+    # the run summary: an indented `metric valid test` table and a `checkpoint:` line
+    rows = re.findall(r"^\s*([a-z]+@\d+)\s+([0-9.]+|nan)\s+([0-9.]+)\s*$", proc.stdout, flags=re.M)
+    saved = re.findall(r"^\s*checkpoint:\s+(.+)$", proc.stdout, flags=re.M)
     return {
         "exit": proc.returncode,
         "wall_s": round(time.perf_counter() - start, 1),
