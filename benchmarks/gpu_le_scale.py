@@ -3,9 +3,11 @@ with randomly initialised models of Mistral-7B-v0.1's exact configuration and of
 (Llama-3.2-1B's), against the GPU's bf16 dense peak; then the whole build projected for the
 paper's LFM and Industry sets on N GPUs.
 
-    python benchmarks/gpu_le_scale.py                       # one GPU, < 10 min on an H100/H200, no download
+    python benchmarks/gpu_le_scale.py                       # one GPU, about 2 min on an H200 (measured), no download
     python benchmarks/gpu_le_scale.py --tiny                # CPU, a small config, seconds (tested)
     python benchmarks/gpu_le_scale.py --models 7b --json out.json --peak_tflops 989
+    python benchmarks/gpu_le_scale.py --models 7b --industry    # + item tokens on amazon-scientific's sentences
+    python benchmarks/gpu_le_scale.py --save_random 1b DIR --tokenizer TOK   # a random le_model folder
 
 Per model and stage it prints the time of the timed steps, the rate (item-token steps/s, LE
 training tokens/s, featurized interactions/s), the model FLOPs of those steps and the model FLOP
@@ -364,6 +366,7 @@ def bench_item_tokens(
     a: argparse.Namespace,
     device: torch.device,
     peak: float | None,
+    stage: str = "item_tokens",
 ) -> StageResult:
     sents = encode_sentences(tok, item_sentences(base, cfg), cfg)
     table = init_item_tokens(llm, sents, cfg, 0)
@@ -386,7 +389,7 @@ def bench_item_tokens(
     pairs = int(sum(causal_pairs(n) for n in lens))
     step = shape.forward(real, pairs, targets) + shape.input_backward(real, pairs, targets)
     res = StageResult(
-        "item_tokens",
+        stage,
         dt,
         len(idx) * a.token_steps,
         "item-steps",
@@ -401,7 +404,20 @@ def bench_item_tokens(
     res.reference_mfu = reference_mfu(llm, shape, len(idx), max(lens), device, peak)
     res.notes.append(f"batch of {len(idx)} items, {real / len(idx):.1f} tokens per sentence, {a.token_steps} steps")
     res.notes.append(f"{len(sents)} items, {len(batches)} batches of le_token_batch {cfg.le_token_batch}")
+    if getattr(cfg, "le_token_micro_batch", 0):
+        res.notes.append(f"le_token_micro_batch {cfg.le_token_micro_batch} (forward/backward per micro-batch)")
     return res
+
+
+def micro_batch_that_fits(shape: Shape, tokens_per_item: float, batch: int, kept: float, room_gib: float) -> int:
+    """The largest power-of-two micro-batch (at most ``batch``) whose kept activations fit in
+    ``room_gib`` (0: the whole batch fits)."""
+    if activation_gib(shape, batch * tokens_per_item, kept) <= room_gib:
+        return 0
+    micro = 1 << int(math.log2(batch))
+    while micro > 1 and activation_gib(shape, micro * tokens_per_item, kept) > room_gib:
+        micro //= 2
+    return micro
 
 
 def bench_le_train(
@@ -537,8 +553,10 @@ def project(
     over N processes at the granularity the build splits it (whole item batches, whole groups of 64
     users, the chunks of one training batch)."""
     out: dict[str, Any] = {}
-    it, tr, ft = results.get("item_tokens"), results.get("le_train"), results.get("featurize")
+    tr, ft = results.get("le_train"), results.get("featurize")
     for name, (items, seqs, inter) in PAPER_SETS.items():
+        it = results.get("item_tokens_industry") if name == "Industry" else None
+        it = it or results.get("item_tokens")  # the rate measured on the set's own sentence length, else ml-100k's
         n = inter / seqs  # mean sequence length
         train_rows = inter - 3 * seqs  # first row, valid and test of each sequence are not training targets
         per: dict[str, Any] = {}
@@ -728,6 +746,27 @@ def run_count(a: argparse.Namespace) -> int:
     return 0
 
 
+def save_random(key: str, out: Path, tokenizer: str | None) -> int:
+    """--save_random: a randomly initialised causal LM of ``MODELS[key]``'s configuration in bf16,
+    its vocabulary cut to the tokenizer's, saved with that tokenizer as an ``le_model`` folder."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not tokenizer:
+        raise SystemExit("--save_random needs --tokenizer (a local tokenizer folder)")
+    tok = AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
+    spec = dict(MODELS[key][1])
+    spec.update(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    hf_cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    torch.manual_seed(0)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(dev):
+        llm = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.bfloat16 if dev == "cuda" else torch.float32)
+    llm.save_pretrained(out)
+    tok.save_pretrained(out)
+    print(f"random {MODELS[key][0]} ({sum(p.numel() for p in llm.parameters()) / 1e9:.3g}B) saved to {out}")
+    return 0
+
+
 # --- main -------------------------------------------------------------------------------------------
 def run_model(
     key: str,
@@ -789,6 +828,25 @@ def run_model(
             lambda: bench_featurize(*le_model(), [s.items for s in streams_all], pool, cfg, shape, a, device, peak),
         )
     )
+    kept = saved_per_token_layer(MODELS[key][1])
+    industry_folder = Path(a.data_path) / "amazon-scientific"
+    if a.industry and (industry_folder / "amazon-scientific.item").is_file():
+
+        def industry_tokens() -> StageResult:
+            icfg = resolve_config("amazon-scientific", "paper", a.overrides, a.data_path)
+            ibase = load_base(a.data_path, "amazon-scientific", icfg)
+            sents = encode_sentences(tok, item_sentences(ibase, icfg), icfg)
+            longest = max(len(x.before) + 1 + len(x.after) for x in sents)
+            mean = float(np.mean([len(x.before) + 1 + len(x.after) for x in sents]))
+            # 60% of the memory left beside the weights for the kept activations
+            room = 0.6 * torch.cuda.mem_get_info(device)[0] / 2**30 if device.type == "cuda" else float("inf")
+            micro = icfg.le_token_micro_batch or micro_batch_that_fits(
+                shape, (mean + longest) / 2, icfg.le_token_batch, kept, room
+            )
+            icfg = LEConfig(**{**icfg.to_dict(), "le_token_micro_batch": micro})
+            return bench_item_tokens(llm, tok, ibase, icfg, shape, a, device, peak, stage="item_tokens_industry")
+
+        steps.insert(1, ("item_tokens_industry", industry_tokens))
     for stage, fn in steps:
         if time.time() > deadline:
             print(f"  {stage}: skipped (time budget --budget_s spent)")
@@ -819,7 +877,6 @@ def run_model(
         + (f"{industry:.1f} (amazon-scientific's, the same Amazon category)" if industry else "assumed as ml-100k's")
     )
     memory = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
-    kept = saved_per_token_layer(MODELS[key][1])
     print(f"  a frozen-weight backward keeps {kept:.1f} x hidden values per token and layer (saved-tensor count)")
     for name, length in sentence_tokens.items():
         need = activation_gib(shape, cfg.le_token_batch * length, kept)
@@ -860,14 +917,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpus", default="1,2,4,8", help="GPU counts of the projection")
     ap.add_argument("--budget_s", type=float, default=540.0, help="skip the remaining stages after this")
     ap.add_argument("--json", default=None, help="write every figure to this file")
+    ap.add_argument(
+        "--industry",
+        action="store_true",
+        help="also time item tokens on amazon-scientific's sentences (the Industry set's length), "
+        "with the le_token_micro_batch that fits",
+    )
+    ap.add_argument(
+        "--save_random",
+        nargs=2,
+        metavar=("MODEL", "DIR"),
+        default=None,
+        help="only write a randomly initialised model (7b, 1b, tiny) with the --tokenizer into DIR "
+        "(an le_model folder for an end-to-end build; vocabulary cut to the tokenizer's)",
+    )
     ap.add_argument("--count", action="store_true", help="only count a whole build's work (no timing)")
     ap.add_argument("--dataset", default="ml-100k", help="--count: the dataset")
     ap.add_argument("--profile", default="paper", help="--count: the LE profile")
     ap.add_argument("--model", default="7b", help="--count: 7b, 1b, or an le_model value (smollm2, a folder)")
-    ap.add_argument("--set", nargs="*", default=[], help="--count: LE options key=value")
+    ap.add_argument("--set", nargs="*", default=[], help="LE options key=value over the paper profile")
     a = ap.parse_args(argv)
+    a.set_kv = [kv.split("=", 1) for kv in a.set]
     if a.count:
         return run_count(a)
+    if a.save_random:
+        return save_random(a.save_random[0], Path(a.save_random[1]), a.tokenizer)
     a.gpus = [int(g) for g in a.gpus.split(",")]
     a.token_steps = a.token_steps or (2 if a.tiny else 5)
     a.train_steps = a.train_steps or (2 if a.tiny else 8)
@@ -888,14 +962,16 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {"le_device": device.type}
     if a.tiny:  # the paper profile's shapes, scaled down
         overrides.update(le_token_batch=16, le_batch_size=4, le_feat_batch=4, le_chunk_len=32, le_train_fraction=0.02)
+    overrides.update(dict(a.set_kv))  # e.g. a larger le_feat_batch against the default
+    a.overrides = overrides
     cfg = resolve_config("ml-100k", "paper", overrides, a.data_path)
     base = load_base(a.data_path, "ml-100k", cfg)
     print(
-        f"LE stages on ml-100k rows ({len(base.inter)} interactions, {base.n_items} items), paper profile; device "
+        f"LE stages on ml-100k rows ({len(base.inter)} interactions, {base.n_items} items), paper profile {a.set or ''}; device "
         f"{gpu or 'cpu'}; peak {peak / 1e12:.1f} TFLOPS bf16 dense"
         if peak
         else f"LE stages on ml-100k rows "
-        f"({len(base.inter)} interactions, {base.n_items} items), paper profile; device {gpu or 'cpu'} (no peak: no MFU)"
+        f"({len(base.inter)} interactions, {base.n_items} items), paper profile {a.set or ''}; device {gpu or 'cpu'} (no peak: no MFU)"
     )
     keys = a.models.split(",") if a.models else (["tiny"] if a.tiny else ["7b", "1b"])
     out = {
@@ -904,6 +980,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "loadavg": os.getloadavg(),
         "torch": torch.__version__,
+        "set": a.set,
         "models": [run_model(k, base, cfg, a, device, dtype, peak, deadline) for k in keys],
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }

@@ -55,3 +55,26 @@ def test_tiny_run_times_every_stage_and_projects(bench, tmp_path: Path, capsys: 
         assert st["seconds"] > 0 and st["rate"] > 0 and st["flops"] > 0 and st["mfu"] is None  # no peak on a CPU
     proj = model["projection_s"]["LFM"]
     assert proj["1"]["total"] >= proj["2"]["total"] >= proj["8"]["total"] > 0
+
+
+def test_micro_batch_is_the_largest_that_fits(bench) -> None:  # type: ignore[no-untyped-def]
+    spec = dict(bench.MODELS["7b"][1])
+    from transformers import AutoConfig
+
+    shape = bench.Shape.of(AutoConfig.for_model(spec.pop("model_type"), **spec), 7_241_732_096)
+    # Industry's sentences with the 7B: 512 x 140 tokens keep ~275 GiB, 128 x 140 ~69 GiB
+    assert bench.micro_batch_that_fits(shape, 140, 512, 15.7, room_gib=75.0) == 128
+    assert bench.micro_batch_that_fits(shape, 140, 512, 15.7, room_gib=300.0) == 0
+    assert bench.micro_batch_that_fits(shape, 140, 512, 15.7, room_gib=0.1) == 1
+
+
+def test_save_random_writes_an_le_model_folder(bench, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from recbole_lea.le.testing import save_tiny_llm
+
+    tok_dir = save_tiny_llm(tmp_path / "tok")
+    assert bench.main(["--save_random", "tiny", str(tmp_path / "rand"), "--tokenizer", str(tok_dir)]) == 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "rand")
+    assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(tmp_path / "rand"))
+    assert model.config.num_hidden_layers == bench.MODELS["tiny"][1]["num_hidden_layers"]
