@@ -202,6 +202,21 @@ def _literal_option_values() -> None:
     Config._load_config_files = load_config_files
 
 
+def _no_command_line_options() -> None:
+    # recbole/config/configurator.py, Config._load_cmd_line: every Config(...) reads sys.argv and
+    # lets any `--key=value` there override its config_dict. Our command lines are parsed by our
+    # own option declarations; RecBole reading them again changed configs nobody passed it: the
+    # LE build's candidates backbone (built inside `run_recbole_lea.py --epochs=16 --seed=7`)
+    # trained 16 epochs with seed 7 under a cache key that says le_aug_backbone_epochs and le_seed.
+    # Every RecBole Config here gets its options from config_dict and files only.
+    from recbole.config import Config
+
+    def load_cmd_line(self):  # type: ignore[no-untyped-def]
+        return {}
+
+    Config._load_cmd_line = load_cmd_line
+
+
 def _no_pickled_data() -> None:
     # recbole/data/utils.py: create_dataset() unpickles <checkpoint_dir>/<dataset>-<Class>.pth (or
     # dataset_save_path) and data_preparation() unpickles <checkpoint_dir>/<dataset>-for-<model>-
@@ -308,6 +323,7 @@ def apply() -> None:
     _numpy2_aliases()
     _disable_anomaly_detection()
     _literal_option_values()
+    _no_command_line_options()
     _no_pickled_data()
     _APPLIED = True
 

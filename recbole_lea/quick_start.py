@@ -11,7 +11,6 @@ a plain-dict result.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -145,17 +144,6 @@ def ensure_le(resolved: ResolvedRun) -> Path:
 
 
 # ---------------------------------------------------------------------------- RecBole config
-@contextmanager
-def _no_argv() -> Iterator[None]:
-    # RecBole's Config parses sys.argv itself; our CLI has already turned it into config_dict.
-    saved = sys.argv
-    sys.argv = sys.argv[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
 def recbole_config(resolved: ResolvedRun, le_dir: Path | None = None) -> Config:
     """The RecBole ``Config`` of a resolved run (LEA runs read the LE folder ``le_dir``)."""
     config_dict = dict(resolved.config_dict)
@@ -180,13 +168,12 @@ def recbole_config(resolved: ResolvedRun, le_dir: Path | None = None) -> Config:
     else:
         check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
         config_dict["data_path"] = resolved.data_path
-    with _no_argv():
-        config = Config(
-            model=registry.get_model(resolved.model),
-            dataset=run_dataset,
-            config_file_list=resolved.files,
-            config_dict=config_dict,
-        )
+    config = Config(  # reads no sys.argv (compat._no_command_line_options)
+        model=registry.get_model(resolved.model),
+        dataset=run_dataset,
+        config_file_list=resolved.files,
+        config_dict=config_dict,
+    )
     config["use_gpu"] = config["device"].type == "cuda"  # the printed config shows the device used
     return config
 

@@ -125,6 +125,33 @@ def test_item_tokens_without_steps_or_report_run_no_llm_pass(monkeypatch: pytest
     assert torch.equal(table, with_report) and report["token_accuracy"] is None
 
 
+def test_item_token_micro_batches_give_the_whole_batchs_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """le_token_micro_batch splits each item batch's forward/backward (memory) and accumulates the
+    gradient: the trained tokens, accuracy and loss are the whole batch's within rounding."""
+    from recbole_lea.le import item_tokens
+
+    llm, tok = tiny_llm()
+    sents = [("", f" movie is titled {' '.join('abcdefg'[: 2 + i % 5])} , released 19{90 + i}") for i in range(7)]
+    cfg = LEConfig(le_token_steps=20, le_token_lr=5e-2, le_token_batch=7)
+    whole, rep = item_tokens.train_item_tokens(llm, tok, sents, cfg)
+    seen: list[int] = []
+    orig = item_tokens._loss_acc
+
+    def counting(llm_, vecs, batch, n):  # type: ignore[no-untyped-def]
+        seen.append(int(vecs.shape[0]))
+        return orig(llm_, vecs, batch, n)
+
+    monkeypatch.setattr(item_tokens, "_loss_acc", counting)
+    micro, rep_m = item_tokens.train_item_tokens(
+        llm, tok, sents, LEConfig(**{**cfg.to_dict(), "le_token_micro_batch": 3})
+    )
+    assert max(seen) == 3 and len(seen) == 3 * 21  # 3 micro-batches (3, 3, 1) per step and the eval pass
+    assert not torch.equal(whole, item_tokens.train_item_tokens(llm, tok, sents, LEConfig(le_token_steps=0))[0])
+    torch.testing.assert_close(micro, whole, rtol=1e-4, atol=1e-5)
+    assert rep_m["token_accuracy"] == rep["token_accuracy"]
+    assert rep_m["final_loss"] == pytest.approx(rep["final_loss"], rel=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_item_tokens_start_on_the_embedding_modules_scale(arch: str) -> None:
     """Gemma's embedding module multiplies its table by sqrt(hidden); an item token replaces a module

@@ -184,6 +184,27 @@ def test_option_strings_are_parsed_as_literals_never_run(tmp_path: Path) -> None
     assert converted == {"x": payload, "n": 5, "l": [1, 2], "b": True} and not marker.exists()
 
 
+def test_the_command_line_never_reaches_the_le_backbones_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RecBole's Config read `--epochs=16 --seed=7` of the run's command line into the LE build's
+    candidates backbone (inside `run_recbole_lea.py`), under a cache key that says
+    le_aug_backbone_epochs and le_seed: every Config takes config_dict and files only."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import recbole_lea.quick_start  # noqa: F401  (applies the shims)
+    from recbole_lea.le.augment import _recbole_config
+    from recbole_lea.le.config import LEConfig
+
+    monkeypatch.setattr(sys, "argv", ["run_recbole_lea.py", "--model=SA2C_LEA", "--epochs=16", "--seed=7"])
+    cfg = LEConfig(le_aug_backbone_epochs=2, le_seed=11)
+    base = SimpleNamespace(dataset="ml-100k", split={})
+    config = _recbole_config(base, tmp_path, cfg, torch.device("cpu"), tmp_path)  # type: ignore[arg-type]
+    assert (config["epochs"], config["seed"]) == (2, 11)
+
+
 def test_a_checkpoint_that_runs_code_is_refused(tmp_path: Path) -> None:
     import torch
 

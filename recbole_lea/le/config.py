@@ -114,6 +114,13 @@ class LEConfig:
     le_token_batch: int = le_opt(
         64, "Items optimised together (one fresh parameter per batch).", ("item_tokens",), ge=1
     )
+    le_token_micro_batch: int = le_opt(
+        0,
+        "Items per forward/backward inside an item batch, gradients accumulated (0: the whole batch); "
+        "lowers activation memory only (a 7B model on long item sentences needs it).",
+        NO_EFFECT,
+        ge=0,
+    )
     le_token_max_len: int = le_opt(
         0, "Cut each item sentence to this many text tokens (0: no cut).", ("item_tokens",), ge=0
     )

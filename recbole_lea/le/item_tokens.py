@@ -80,7 +80,11 @@ def _batch(sents: list[ItemSentence], pad_id: int, device) -> tuple[torch.Tensor
     return ids.to(device), attn.to(device), slot.to(device), labels.to(device)
 
 
-def _loss_acc(llm: nn.Module, vecs: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, int, int]:
+def _loss_acc(
+    llm: nn.Module, vecs: torch.Tensor, batch: tuple[torch.Tensor, ...], n_targets: int
+) -> tuple[torch.Tensor, int, int]:
+    """Cross-entropy of the batch's target tokens summed and divided by ``n_targets`` (the target
+    count of the whole item batch, so that micro-batches' losses add up to the batch's mean)."""
     ids, attn, slot, labels = batch
     embeds = llm.get_input_embeddings()(ids)
     rows = torch.arange(ids.shape[0], device=ids.device)
@@ -89,9 +93,30 @@ def _loss_acc(llm: nn.Module, vecs: torch.Tensor, batch: tuple[torch.Tensor, ...
     sel = labels >= 0
     logits = llm.lm_head(hidden[sel]).float()  # only target positions (the 49k-wide logits dominate)
     tgt = labels[sel]
-    loss = nn.functional.cross_entropy(logits, tgt)
+    loss = nn.functional.cross_entropy(logits, tgt, reduction="sum") / n_targets
     correct = int((logits.argmax(-1) == tgt).sum())
     return loss, correct, int(tgt.numel())
+
+
+def _batch_pass(
+    llm: nn.Module,
+    vec: torch.Tensor,
+    micro: list[tuple[slice, tuple[torch.Tensor, ...]]],
+    n_targets: int,
+    backward: bool,
+) -> tuple[float, int]:
+    """One pass over an item batch in its micro-batches: the mean loss over the batch's targets and
+    the correct count; with ``backward`` each micro-batch's share of the gradient is accumulated
+    into ``vec.grad`` (every item's vector gets gradient from its own sentence only, so the
+    accumulated gradient is the whole batch's)."""
+    loss_sum, correct = 0.0, 0
+    for rows, tensors in micro:
+        loss, c, _ = _loss_acc(llm, vec[rows], tensors, n_targets)
+        if backward:
+            loss.backward()
+        loss_sum += float(loss.detach())
+        correct += c
+    return loss_sum, correct
 
 
 @dataclass
@@ -126,31 +151,37 @@ def train_item_batch(
     device: torch.device,
     bar=None,  # type: ignore[no-untyped-def]
 ) -> ItemBatchResult:
-    """Train the item tokens of one batch from their rows of ``table`` (the initial vectors)."""
-    batch = _batch([sents[j] for j in idx], pad, device)
+    """Train the item tokens of one batch from their rows of ``table`` (the initial vectors), in
+    micro-batches of ``le_token_micro_batch`` items when set (less activation memory, the same
+    gradient: see :func:`_batch_pass`)."""
+    size = cfg.le_token_micro_batch or len(idx)
+    micro = [
+        (slice(i, i + size), _batch([sents[j] for j in idx[i : i + size]], pad, device))
+        for i in range(0, len(idx), size)
+    ]
+    t = int(sum(len(sents[j].after) for j in idx))  # target tokens of the whole batch
     # a fresh parameter per batch: Adam state on a shared table would move rows without gradient
     vec = nn.Parameter(table[idx].clone().to(device))
     opt = torch.optim.Adam([vec], lr=cfg.le_token_lr)
     correct0 = total0 = 0
-    loss, c, t = None, 0, 0
+    loss, c = None, 0
     for step in range(cfg.le_token_steps):
         opt.zero_grad(set_to_none=True)
-        loss, c, t = _loss_acc(llm, vec, batch)
+        loss, c = _batch_pass(llm, vec, micro, t, backward=True)
         if step == 0:
             correct0, total0 = c, t
-        loss.backward()
         opt.step()
         if bar is not None:
             bar.update(len(idx))
     if cfg.le_token_eval or cfg.le_token_steps == 0:
         with torch.no_grad():
-            loss, c, t = _loss_acc(llm, vec, batch)
+            loss, c = _batch_pass(llm, vec, micro, t, backward=False)
         if cfg.le_token_steps == 0:
             correct0, total0 = c, t
             if bar is not None:
                 bar.update(len(idx))
     assert loss is not None
-    return ItemBatchResult(idx, vec.detach().float().cpu(), correct0, total0, c, t, float(loss.detach()))
+    return ItemBatchResult(idx, vec.detach().float().cpu(), correct0, total0, c, t, loss)
 
 
 def item_token_report(results: list[ItemBatchResult], n: int, cfg: LEConfig) -> dict[str, float]:

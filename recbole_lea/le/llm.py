@@ -140,7 +140,7 @@ def memory_advice(cfg: LEConfig, device: torch.device, stage: str) -> str:
     if stage in ("le_train", "load") and not cfg.le_grad_checkpointing:
         tips.append("le_grad_checkpointing=true (LE training)")
     per_stage = {
-        "item_tokens": "a smaller le_token_batch",
+        "item_tokens": "le_token_micro_batch (e.g. 64: same result, less memory) or le_token_max_len",
         "le_train": "a smaller le_batch_size or le_chunk_len",
         "featurize": "a smaller le_feat_batch or le_chunk_len",
     }

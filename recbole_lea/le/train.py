@@ -100,10 +100,7 @@ def train_le(
         model.enable_grad_checkpointing()
     model.train()
     for epoch in range(cfg.le_epochs):
-        jobs = []
-        for items in streams:
-            negs = sample_negatives(items, pool, rng)  # fresh negatives every epoch
-            jobs += training_chunks(items, negs, cfg)
+        jobs = epoch_jobs(streams, pool, cfg, rng)  # fresh negatives every epoch
         perm = rng.permutation(len(jobs))
         sums = {"loss": 0.0, "l_rm": 0.0, "l_sm": 0.0, "accuracy": 0.0, "margin": 0.0}
         count = 0

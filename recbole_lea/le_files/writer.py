@@ -32,6 +32,10 @@ def fit_pca(x: np.ndarray, dim: int) -> dict[str, torch.Tensor]:
     evals, evecs = torch.linalg.eigh(cov)
     order = torch.argsort(evals, descending=True)[:dim]
     comps = evecs[:, order]
+    # an eigenvector's sign is arbitrary, and rounding (another thread count, two processes) can
+    # flip it whole; fix it so that each component's largest loading is positive
+    peak = comps[comps.abs().argmax(0), torch.arange(comps.shape[1])]  # [dim]
+    comps = comps * torch.where(peak < 0, -1.0, 1.0).to(comps.dtype)
     if comps.shape[1] < dim:  # fewer dims than requested: pad with zero columns
         comps = torch.cat([comps, torch.zeros(comps.shape[0], dim - comps.shape[1], dtype=comps.dtype)], 1)
     total = evals.clamp(min=0).sum()
