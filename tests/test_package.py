@@ -29,7 +29,7 @@ def test_every_declared_option_has_help_and_every_le_option_a_stage_tag() -> Non
     for name, spec in all_declared_specs().items():
         assert spec.help.strip(), name
     # an LE option enters a stage's cache key, or is declared as unable to change a result
-    assert set(NEUTRAL) == {"le_cache_dir", "le_threads", "le_feat_batch"}
+    assert set(NEUTRAL) == {"le_cache_dir", "le_threads", "le_feat_batch", "le_token_micro_batch"}
     assert all(spec.stages for name, spec in SPECS.items() if name not in NEUTRAL)
 
 
