@@ -50,6 +50,13 @@ def test_bad_input_is_reported_before_torch_is_imported(args: list[str], message
     [
         ("compare_main", ["--models", "SA2C:w_ahh=1", "--seeds", "1"], "Did you mean `w_ah`"),
         ("compare_main", ["--models", "SASRec", "--seeds", "1", "--stored"], "--stored: no finished record"),
+        (
+            "compare_main",
+            ["--models", "SASRec", "--seeds", "1", "--baseline", "SA2C"],
+            "--baseline 'SA2C' is not one of",
+        ),
+        ("compare_main", ["--models", "SASRec", "SASRec", "--seeds", "1"], "--models: each model spec once"),
+        ("compare_main", ["--models", "SASRec:oops", "--seeds", "1"], "bad override 'oops'"),
         ("hyper_main", ["--model=SA2C", "--params_file=nosuch"], "Params file nosuch not found"),
     ],
 )

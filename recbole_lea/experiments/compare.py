@@ -84,13 +84,13 @@ def parse_model_spec(text: str) -> ModelSpec:
     text = text.strip()
     model, _, rest = text.partition(":")
     if not model or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", model):
-        raise ValueError(f"bad model spec {text!r}: expected Model or Model:key=value,key=value")
+        raise ConfigError(f"bad model spec {text!r}: expected Model or Model:key=value,key=value")
     overrides: dict[str, Any] = {}
     if rest.strip():
         for part in _SPLIT.split(rest):
             key, eq, value = part.partition("=")
             if not eq or not key.strip():
-                raise ValueError(f"bad override {part!r} in {text!r}: expected key=value")
+                raise ConfigError(f"bad override {part!r} in {text!r}: expected key=value")
             try:
                 overrides[key.strip()] = yaml.safe_load(value.strip())
             except yaml.YAMLError:
@@ -106,10 +106,10 @@ def seed_list(seeds: Sequence[int] | int, base_seed: int = 2020) -> list[int]:
     """``3`` -> ``[2020, 2021, 2022]``; an explicit list is kept as given."""
     if isinstance(seeds, int):
         if seeds < 1:
-            raise ValueError("--seeds must be >= 1")
+            raise ConfigError("--seeds must be >= 1")
         if seeds > MAX_SEED_COUNT:
             # `--seeds 2026` reads as "seed 2026" but means 2026 runs per model
-            raise ValueError(
+            raise ConfigError(
                 f"--seeds {seeds}: one number is a COUNT of seeds from --base_seed ({base_seed}), and "
                 f"{seeds} runs per model is surely not meant. For that one seed write "
                 f"`--base_seed {seeds} --seeds 1`; for several given seeds list two or more numbers."
@@ -173,10 +173,12 @@ def run_comparison(
     specs = [m if isinstance(m, ModelSpec) else parse_model_spec(m) for m in models]
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"model specs must be distinct, got {labels}")
+        raise ConfigError(f"--models: each model spec once, got {labels}")
     seeds_ = seed_list(seeds)
     if baseline is not None and baseline not in labels:
-        raise ValueError(f"--baseline {baseline!r} is not one of the models {labels}")
+        raise ConfigError(
+            f"--baseline {baseline!r} is not one of --models {labels}: add it to --models or name one of them"
+        )
     output_dir = Path(output_dir or Path("results") / "compare" / dataset).resolve()
     runs_dir = output_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recbole_lea.errors import ConfigError
+
 PARAM_TYPES = ("choice", "uniform", "quniform", "loguniform")
 _COMMENT = re.compile(r"(^|\s)#.*$")
 
@@ -60,32 +62,32 @@ def parse_params_text(text: str, source: str = "<params>") -> list[ParamSpec]:
             continue
         parts = line.split()
         if len(parts) < 3:
-            raise ValueError(f"{source}:{lineno}: expected '<name> <type> <value>', got {raw!r}")
+            raise ConfigError(f"{source}:{lineno}: expected '<name> <type> <value>', got {raw!r}")
         name, kind, value = parts[0], parts[1], "".join(parts[2:])
         if kind not in PARAM_TYPES:
-            raise ValueError(f"{source}:{lineno}: unknown type {kind!r} (one of {', '.join(PARAM_TYPES)})")
+            raise ConfigError(f"{source}:{lineno}: unknown type {kind!r} (one of {', '.join(PARAM_TYPES)})")
         if name in seen:
-            raise ValueError(f"{source}:{lineno}: parameter {name!r} given twice")
+            raise ConfigError(f"{source}:{lineno}: parameter {name!r} given twice")
         seen.add(name)
         try:
             if kind == "choice":
                 parsed = ast.literal_eval(value)
                 if not isinstance(parsed, (list, tuple)) or len(parsed) == 0:
-                    raise ValueError("choice needs a non-empty list")
+                    raise ConfigError("choice needs a non-empty list")
                 args: tuple[Any, ...] = tuple(parsed)
             else:
                 numbers = tuple(float(v) for v in value.split(","))
                 expected = 3 if kind == "quniform" else 2
                 if len(numbers) != expected:
-                    raise ValueError(f"{kind} needs {expected} comma-separated numbers")
+                    raise ConfigError(f"{kind} needs {expected} comma-separated numbers")
                 if numbers[0] >= numbers[1]:
-                    raise ValueError("low must be below high")
+                    raise ConfigError("low must be below high")
                 args = numbers
         except (ValueError, SyntaxError) as err:
-            raise ValueError(f"{source}:{lineno}: bad value {value!r}: {err}") from err
+            raise ConfigError(f"{source}:{lineno}: bad value {value!r}: {err}") from err
         specs.append(ParamSpec(name, kind, args))
     if not specs:
-        raise ValueError(f"{source}: no parameters found")
+        raise ConfigError(f"{source}: no parameters found")
     return specs
 
 
@@ -115,7 +117,7 @@ def to_ray_space(specs: list[ParamSpec], search: str = "grid") -> dict[str, Any]
     from ray import tune
 
     if search not in ("grid", "random"):
-        raise ValueError(f"search must be 'grid' or 'random', got {search!r}")
+        raise ConfigError(f"search must be 'grid' or 'random', got {search!r}")
     space: dict[str, Any] = {}
     for spec in specs:
         if spec.kind == "choice":
