@@ -16,7 +16,6 @@ expected (the point is that the files agree).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from recbole_lea.le.cache import sha256_file  # noqa: E402
 
 
 def free_port() -> int:
@@ -98,9 +99,21 @@ def compare_stages(one: Path, two: Path) -> dict[str, dict[str, bool]]:
         other = two / "stages" / stage.name
         files = [f for f in sorted(stage.iterdir()) if f.is_file() and f.name not in ("meta.json", "COMPLETE")]
         out[stage.name.split("-")[0]] = {
-            f.name: other.joinpath(f.name).is_file() and sha(f) == sha(other / f.name) for f in files
+            f.name: other.joinpath(f.name).is_file() and sha256_file(f) == sha256_file(other / f.name) for f in files
         }
     return out
+
+
+def tensor_rel_diffs(f1: Path, f2: Path) -> dict[str, float]:
+    """max |difference| / max |value| of each floating tensor of two saved tensors (or dicts of them)."""
+    t1, t2 = torch.load(f1, weights_only=True), torch.load(f2, weights_only=True)
+    t1 = t1 if isinstance(t1, dict) else {"tensor": t1}
+    t2 = t2 if isinstance(t2, dict) else {"tensor": t2}
+    return {
+        k: float((t1[k].double() - t2[k].double()).abs().max() / t1[k].double().abs().max().clamp_min(1e-30))
+        for k in t1
+        if torch.is_tensor(t1[k]) and t1[k].is_floating_point()
+    }
 
 
 def trained_diff(one: Path, two: Path) -> dict[str, float]:
@@ -108,12 +121,7 @@ def trained_diff(one: Path, two: Path) -> dict[str, float]:
     tensors, of max |difference| / max |value| of each tensor."""
     (f1,) = sorted((one / "stages").glob("le_train-*/le_state.pt"))
     (f2,) = sorted((two / "stages").glob("le_train-*/le_state.pt"))
-    t1, t2 = torch.load(f1, weights_only=True), torch.load(f2, weights_only=True)
-    rel = [
-        float((t1[k].double() - t2[k].double()).abs().max() / t1[k].double().abs().max().clamp_min(1e-30))
-        for k in t1
-        if torch.is_tensor(t1[k]) and t1[k].is_floating_point()
-    ]
+    rel = list(tensor_rel_diffs(f1, f2).values())
     return {"tensors": len(rel), "max_rel_diff_max": max(rel), "max_rel_diff_median": float(np.median(rel))}
 
 
@@ -163,10 +171,6 @@ def peak_tree_rss(proc: subprocess.Popen[bytes], every_s: float = 1.0) -> int:
     return peak
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def read_inter(path: Path) -> pd.DataFrame:
     df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     df.columns = [c.split(":")[0] for c in df.columns]
@@ -189,7 +193,7 @@ def compare(one: Path, two: Path) -> dict[str, Any]:
         f1, f2 = one / name, two / name
         if not f2.is_file():
             continue
-        r: dict[str, Any] = {"bitwise_equal": sha(f1) == sha(f2)}
+        r: dict[str, Any] = {"bitwise_equal": sha256_file(f1) == sha256_file(f2)}
         if name.endswith(".inter") and not r["bitwise_equal"]:
             d1, d2 = read_inter(f1), read_inter(f2)
             r["rows"] = [len(d1), len(d2)]
@@ -206,14 +210,7 @@ def compare(one: Path, two: Path) -> dict[str, Any]:
                     r[f"{c}_max_abs_diff"] = float(np.abs(x1 - x2).max())
                     r[f"{c}_rows_differ"] = int((x1 != x2).sum())
         elif name.endswith(".pt") and not r["bitwise_equal"]:
-            t1, t2 = torch.load(f1, weights_only=True), torch.load(f2, weights_only=True)
-            t1 = t1 if isinstance(t1, dict) else {"tensor": t1}
-            t2 = t2 if isinstance(t2, dict) else {"tensor": t2}
-            r["max_rel_diff"] = {
-                k: float((t1[k].float() - t2[k].float()).abs().max() / t1[k].float().abs().max().clamp_min(1e-12))
-                for k in t1
-                if torch.is_tensor(t1[k])
-            }
+            r["max_rel_diff"] = tensor_rel_diffs(f1, f2)
         elif name == "manifest.json" and not r["bitwise_equal"]:
             m1, m2 = json.loads(f1.read_text()), json.loads(f2.read_text())
             r["keys_differ"] = sorted(k for k in m1 if m1.get(k) != m2.get(k))
