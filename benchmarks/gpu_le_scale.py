@@ -404,7 +404,7 @@ def bench_item_tokens(
     res.reference_mfu = reference_mfu(llm, shape, len(idx), max(lens), device, peak)
     res.notes.append(f"batch of {len(idx)} items, {real / len(idx):.1f} tokens per sentence, {a.token_steps} steps")
     res.notes.append(f"{len(sents)} items, {len(batches)} batches of le_token_batch {cfg.le_token_batch}")
-    if getattr(cfg, "le_token_micro_batch", 0):
+    if cfg.le_token_micro_batch:
         res.notes.append(f"le_token_micro_batch {cfg.le_token_micro_batch} (forward/backward per micro-batch)")
     return res
 
