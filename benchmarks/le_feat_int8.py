@@ -1,16 +1,17 @@
 """Featurization with the LLM's linear layers in int8 (dynamic quantisation) against float32, on CPU.
 
-    python benchmarks/le_feat_int8.py --cache /work/le2p/1proc/cache --data_path /work/le2p/1proc/data \
-        --users 60 --repeats 3 --json docs/results/le-feat-int8-ml-100k.json
+    python benchmarks/le_feat_int8.py --cache <le_cache_dir> --data_path <data_path> --users 20 --repeats 3 \
+        [--weights channel] [--json out.json]
 
 Reads a finished build's item tokens, trained LE and candidates from its stage cache (cpu profile,
 ml-100k), then featurizes the first ``--users`` training users with the same model twice: float32
 (what the build does) and with LoRA merged into the frozen weights and every ``nn.Linear`` of the
 LLM body replaced by torch's dynamically quantised int8 layer (weights int8 per tensor or, with
-``--weights channel``, per output channel; activations quantised per batch). The two alternate ``--repeats`` times with 1 torch thread; the speed figure
-is the ratio of the medians. Quality: how often the reward of the true next item beats the
-sampled negative's under each (the figure `probe_le.py` reports over all training rows), their
-agreement row by row, the correlation of the rewards and the cosine of the states.
+``--weights channel``, per output channel; activations quantised per batch). The two alternate
+``--repeats`` times with ``--threads`` torch threads; the speed figure is the ratio of the medians.
+Quality: how often the reward of the true next item beats the sampled negative's under each (the
+figure `probe_le.py` reports over all training rows), their agreement row by row, the correlation
+of the rewards and the cosine of the states.
 """
 
 from __future__ import annotations
