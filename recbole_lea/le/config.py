@@ -80,6 +80,13 @@ class LEConfig:
         LLM_STAGES,
         choices=("none", "8bit", "4bit"),
     )
+    le_llm_layers: int = le_opt(
+        0,
+        "Keep only the LLM's first N decoder layers (0: all of them); the final norm then reads layer N. Every "
+        "LLM stage costs about N/total of the whole model's time (a speed reduction for small machines).",
+        LLM_STAGES,
+        ge=0,
+    )
     le_grad_checkpointing: bool = le_opt(
         False,
         "Recompute the LLM's activations in the backward pass of LE training (less memory, one more forward).",

@@ -364,6 +364,30 @@ def model_source(cfg: LEConfig) -> ModelSource:
     return ModelSource(name, "hf", path, folder_sha256(path, cache))
 
 
+def keep_layers(model: torch.nn.Module, n: int, folder: Path) -> None:
+    """Option ``le_llm_layers``: drop every decoder layer after the first ``n`` (0: keep all), so
+    that the final norm and every LE head read layer ``n``'s output. The config is cut to match
+    (``num_hidden_layers``, and ``layer_types`` where the model has per-layer attention kinds)."""
+    if n == 0:
+        return
+    body = getattr(model, "model", None)
+    layers = getattr(body, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise LEInputError(
+            f"le_llm_layers={n}: the model in {folder} keeps its decoder layers somewhere other than "
+            f"model.layers ({type(model).__name__}); use le_llm_layers=0 with this model"
+        )
+    if n > len(layers):
+        raise LEInputError(
+            f"le_llm_layers={n}, but the model in {folder} has {len(layers)} decoder layers: use 0 (all) "
+            f"or at most {len(layers)}"
+        )
+    body.layers = layers[:n]
+    model.config.num_hidden_layers = n
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:n]
+
+
 def _strip_quantizer(model: torch.nn.Module) -> None:
     """transformers attaches a GGUF quantizer although the weights are plain dequantized tensors."""
     if getattr(model, "hf_quantizer", None) is not None:
@@ -450,6 +474,7 @@ def load_llm(cfg: LEConfig, src: ModelSource | None = None):
         if cfg.le_quantization == "none":
             _strip_quantizer(model)
             model.to(device)
+    keep_layers(model, cfg.le_llm_layers, folder)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
