@@ -1,17 +1,23 @@
-"""Featurization with the LLM's linear layers in int8 (dynamic quantisation) against float32, on CPU.
+"""Cheaper featurization on CPU against the build's float32 pass: int8 layers, or fewer LLM layers.
 
-    python benchmarks/le_feat_int8.py --cache <le_cache_dir> --data_path <data_path> --users 20 --repeats 3 \
-        [--weights channel] [--json out.json]
+    python benchmarks/le_feat_speed.py --cache <le_cache_dir> --data_path <data_path> --users 20 --repeats 3 \
+        --variant int8 | int8_channel | layers [--layers 15] [--json out.json]
 
 Reads a finished build's item tokens, trained LE and candidates from its stage cache (cpu profile,
-ml-100k), then featurizes the first ``--users`` training users with the same model twice: float32
-(what the build does) and with LoRA merged into the frozen weights and every ``nn.Linear`` of the
-LLM body replaced by torch's dynamically quantised int8 layer (weights int8 per tensor or, with
-``--weights channel``, per output channel; activations quantised per batch). The two alternate
-``--repeats`` times with ``--threads`` torch threads; the speed figure is the ratio of the medians.
-Quality: how often the reward of the true next item beats the sampled negative's under each (the
-figure `probe_le.py` reports over all training rows), their agreement row by row, the correlation
-of the rewards and the cosine of the states.
+ml-100k), then featurizes the first ``--users`` training users with the model as built (float32)
+and with a variant of it:
+
+- ``int8`` / ``int8_channel``: LoRA merged into the frozen weights and every ``nn.Linear`` of the
+  LLM body replaced by torch's dynamically quantised int8 layer (weights per tensor or per output
+  channel; activations quantised per batch);
+- ``layers``: only the first ``--layers`` decoder layers (what option ``le_llm_layers`` loads).
+  The trained state belongs to the whole model, so only the speed figure means something here;
+  the quality of an LE trained that way is measured on its own build (``probe_le.py``).
+
+The two alternate ``--repeats`` times with ``--threads`` torch threads; the speed figure is the
+ratio of the medians. Quality: how often the reward of the true next item beats the sampled
+negative's under each (the figure ``probe_le.py`` reports over all training rows), their agreement
+row by row, the correlation of the rewards and the cosine of the states.
 """
 
 from __future__ import annotations
@@ -26,6 +32,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+
+def variant_copy(model: torch.nn.Module, variant: str, layers: int) -> torch.nn.Module:
+    """A copy of the LEModel with the variant applied."""
+    if variant == "layers":
+        from recbole_lea.le.llm import keep_layers
+
+        cut = copy.deepcopy(model)
+        keep_layers(cut.causal_lm(), layers, Path("."))
+        return cut
+    return quantized_copy(model, variant == "int8_channel")
 
 
 def quantized_copy(model: torch.nn.Module, per_channel: bool) -> torch.nn.Module:
@@ -54,7 +71,8 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=60, help="first N training users")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--weights", choices=("tensor", "channel"), default="tensor", help="int8 weight scale granularity")
+    ap.add_argument("--variant", choices=("int8", "int8_channel", "layers"), default="int8")
+    ap.add_argument("--layers", type=int, default=15, help="decoder layers kept by --variant layers")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -84,14 +102,14 @@ def main() -> None:
     model = LEModel(llm, torch.load(stage["item_tokens"] / "item_tokens.pt", weights_only=True), cfg)
     model.load_trainable_state(torch.load(stage["le_train"] / "le_state.pt", weights_only=True))
     model.eval()
-    q = quantized_copy(model, a.weights == "channel")
+    q = variant_copy(model, a.variant, a.layers)
     prefix = prefix_ids(tok, cfg)
     users = [s.items for s in streams[: a.users]]
     br = branches[: a.users]
-    times: dict[str, list[float]] = {"float32": [], "int8": []}
+    times: dict[str, list[float]] = {"float32": [], "variant": []}
     out: dict[str, list] = {}
     for _ in range(a.repeats):
-        for name, m in (("float32", model), ("int8", q)):
+        for name, m in (("float32", model), ("variant", q)):
             t = time.perf_counter()
             out[name] = stream_features(m, prefix, users, br, cfg)
             times[name].append(time.perf_counter() - t)
@@ -100,8 +118,8 @@ def main() -> None:
     neg = {k: np.concatenate([r["branch_reward"][:, 0] for r in v]) for k, v in out.items()}
     st = {k: np.concatenate([r["states"] for r in v]) for k, v in out.items()}
     right = {k: float(np.mean((pos[k] > neg[k]) + 0.5 * (pos[k] == neg[k]))) for k in out}
-    cos = np.sum(st["float32"] * st["int8"], 1) / (
-        np.linalg.norm(st["float32"], axis=1) * np.linalg.norm(st["int8"], axis=1) + 1e-12
+    cos = np.sum(st["float32"] * st["variant"], 1) / (
+        np.linalg.norm(st["float32"], axis=1) * np.linalg.norm(st["variant"], axis=1) + 1e-12
     )
     med = {k: statistics.median(v) for k, v in times.items()}
     res = {
@@ -113,11 +131,13 @@ def main() -> None:
         "rows": int(len(pos["float32"])),
         "seconds": {k: [round(x, 2) for x in v] for k, v in times.items()},
         "steps_per_s": {k: round(steps / v, 1) for k, v in med.items()},
-        "speedup_int8": round(med["float32"] / med["int8"], 3),
+        "speedup": round(med["float32"] / med["variant"], 3),
         "reward_right_share": {k: round(v, 4) for k, v in right.items()},
-        "rows_same_verdict": round(float(np.mean((pos["float32"] > neg["float32"]) == (pos["int8"] > neg["int8"]))), 4),
+        "rows_same_verdict": round(
+            float(np.mean((pos["float32"] > neg["float32"]) == (pos["variant"] > neg["variant"]))), 4
+        ),
         "reward_corr": round(
-            float(np.corrcoef(np.r_[pos["float32"], neg["float32"]], np.r_[pos["int8"], neg["int8"]])[0, 1]), 5
+            float(np.corrcoef(np.r_[pos["float32"], neg["float32"]], np.r_[pos["variant"], neg["variant"]])[0, 1]), 5
         ),
         "state_cosine_median": round(float(np.median(cos)), 5),
         "state_cosine_min": round(float(cos.min()), 5),
