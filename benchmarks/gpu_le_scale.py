@@ -719,8 +719,7 @@ def run_count(a: argparse.Namespace) -> int:
     cfg = resolve_config(a.dataset, a.profile, overrides, a.data_path)
     base = load_base(a.data_path, a.dataset, cfg)
     if a.model in MODELS:
-        spec = dict(MODELS[a.model][1])
-        hf_cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
+        hf_cfg = hf_config(a.model)
         texts = [" ".join(x) for x in item_sentences(base, cfg)] + [cfg.le_instruction]
         raw, name = find_tokenizer(a.tokenizer, cfg, texts)
         tok: Any = FoldedTokenizer(raw, hf_cfg.vocab_size, name)
@@ -746,17 +745,23 @@ def run_count(a: argparse.Namespace) -> int:
     return 0
 
 
+def hf_config(key: str, **changes: Any):  # type: ignore[no-untyped-def]
+    """The transformers config of ``MODELS[key]`` with ``changes`` applied."""
+    from transformers import AutoConfig
+
+    spec = {**MODELS[key][1], **changes}
+    return AutoConfig.for_model(spec.pop("model_type"), **spec)
+
+
 def save_random(key: str, out: Path, tokenizer: str | None) -> int:
     """--save_random: a randomly initialised causal LM of ``MODELS[key]``'s configuration in bf16,
     its vocabulary cut to the tokenizer's, saved with that tokenizer as an ``le_model`` folder."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not tokenizer:
         raise SystemExit("--save_random needs --tokenizer (a local tokenizer folder)")
     tok = AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
-    spec = dict(MODELS[key][1])
-    spec.update(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    hf_cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    hf_cfg = hf_config(key, vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(dev):
@@ -778,12 +783,10 @@ def run_model(
     peak: float | None,
     deadline: float,
 ) -> dict[str, Any]:
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    label, spec = MODELS[key]
-    spec = dict(spec)
-    model_type = spec.pop("model_type")
-    hf_cfg = AutoConfig.for_model(model_type, **spec)
+    label = MODELS[key][0]
+    hf_cfg = hf_config(key)
     hf_cfg._attn_implementation = "sdpa"
     texts = [" ".join(p) for p in item_sentences(base, cfg)] + [cfg.le_instruction]
     raw_tok, tok_name = find_tokenizer(a.tokenizer, cfg, texts)
@@ -836,8 +839,8 @@ def run_model(
             icfg = resolve_config("amazon-scientific", "paper", a.overrides, a.data_path)
             ibase = load_base(a.data_path, "amazon-scientific", icfg)
             sents = encode_sentences(tok, item_sentences(ibase, icfg), icfg)
-            longest = max(len(x.before) + 1 + len(x.after) for x in sents)
-            mean = float(np.mean([len(x.before) + 1 + len(x.after) for x in sents]))
+            lens = [len(x.before) + 1 + len(x.after) for x in sents]
+            longest, mean = max(lens), float(np.mean(lens))
             # 60% of the memory left beside the weights for the kept activations
             room = 0.6 * torch.cuda.mem_get_info(device)[0] / 2**30 if device.type == "cuda" else float("inf")
             micro = icfg.le_token_micro_batch or micro_batch_that_fits(

@@ -26,10 +26,9 @@ def bench():  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("key", "params"), [("7b", 7_241_732_096), ("1b", 1_235_814_400)])
 def test_model_configurations_have_the_published_sizes(bench, key: str, params: int) -> None:  # type: ignore[no-untyped-def]
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    spec = dict(bench.MODELS[key][1])
-    cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    cfg = bench.hf_config(key)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
     assert sum(p.numel() for p in model.parameters()) == params  # Mistral-7B-v0.1 / Llama-3.2-1B
@@ -58,10 +57,7 @@ def test_tiny_run_times_every_stage_and_projects(bench, tmp_path: Path, capsys: 
 
 
 def test_micro_batch_is_the_largest_that_fits(bench) -> None:  # type: ignore[no-untyped-def]
-    spec = dict(bench.MODELS["7b"][1])
-    from transformers import AutoConfig
-
-    shape = bench.Shape.of(AutoConfig.for_model(spec.pop("model_type"), **spec), 7_241_732_096)
+    shape = bench.Shape.of(bench.hf_config("7b"), 7_241_732_096)
     # Industry's sentences with the 7B: 512 x 140 tokens keep ~275 GiB, 128 x 140 ~69 GiB
     assert bench.micro_batch_that_fits(shape, 140, 512, 15.7, room_gib=75.0) == 128
     assert bench.micro_batch_that_fits(shape, 140, 512, 15.7, room_gib=300.0) == 0
