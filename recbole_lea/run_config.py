@@ -68,9 +68,10 @@ class RunOptions:
         "the run: every model seed of a comparison and the LE see the same split.",
     )
     torch_threads: int = opt(
-        1,
-        "torch intra-op threads of the run (0: torch's default, one per core); these small models gain little "
-        "from more, and several stall when the cores are shared.",
+        0,
+        "torch intra-op threads of the run; 0 leaves torch's setting (one per core, or what the caller set: "
+        "run_compare_lea.py and tune give each run --threads, default 1). A lone run on 2 idle cores trains "
+        "SA2C_LEA 1.3x faster with 2 threads than 1 (docs/le.md); several runs at once each want 1.",
         ge=0,
     )
     le_profile: str = opt(

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from recbole_lea.data.rows import training_row_mask
 from recbole_lea.errors import ConfigError
@@ -59,19 +60,24 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) -> dict:
     root_logger = logging.getLogger()
     level_before = root_logger.level
     root_logger.setLevel(logging.INFO)  # as the LE CLI sets it
-    overrides = _overrides(tiny_llm_dir, root / "cache")
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as run_compare_lea.py's --threads 1 sets it before a run
+    overrides = _overrides(tiny_llm_dir, root / "cache", le_threads=2)
     try:
         out = build_le("tiny", data, dict(TINY_PROFILE), overrides)
         level_after = root_logger.level
+        threads_after = torch.get_num_threads()
     finally:
         mp.undo()
         root_logger.setLevel(level_before)
+        torch.set_num_threads(threads_before)
     return {
         "root": root,
         "data": data,
         "out": out,
         "seen": np.concatenate(seen),
         "level_after": level_after,
+        "threads_after": threads_after,
         "overrides": overrides,
     }
 
@@ -82,6 +88,12 @@ def test_backbone_training_leaves_the_log_level(built: dict) -> None:
     assert (built["out"] / "manifest.json").is_file()
     assert json.loads((built["out"] / "manifest.json").read_text())["stages"]["candidates"]
     assert built["level_after"] == logging.INFO
+
+
+def test_build_leaves_the_callers_thread_count(built: dict) -> None:
+    # le_threads (2 here) holds for the build only: the run that trains on the LE afterwards keeps
+    # the thread count its caller set (run_compare_lea.py's --threads; torch's own in a lone run)
+    assert built["threads_after"] == 1
 
 
 def test_output_format_and_neutral_rows(built: dict) -> None:

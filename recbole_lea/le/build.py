@@ -213,21 +213,25 @@ def build_le(
     plan = plan_le(dataset, data_path, cfg, split)
     lock_path = cfg.cache_dir() / "locks" / f"build-{dataset}-{plan.fingerprint[:24]}.lock"
     dist = init_dist(plan.device)
-    if dist is None and not _sharded:
-        with locked(lock_path):
-            return _build(plan, _stage_hook, _stop_after)
-    dist = dist or Dist()
-    check_agreement(dist, _described(plan))
-    # process 0 holds the build lock for the group (two builds of one LE run one after the other)
-    lock = locked(lock_path) if dist.is_main else None
-    if lock is not None:
-        lock.acquire()
+    threads = torch.get_num_threads()  # le_threads holds for the build only: a run after it keeps its own
     try:
-        dist.barrier()
-        return _build(plan, _stage_hook, _stop_after, dist)
-    finally:
+        if dist is None and not _sharded:
+            with locked(lock_path):
+                return _build(plan, _stage_hook, _stop_after)
+        dist = dist or Dist()
+        check_agreement(dist, _described(plan))
+        # process 0 holds the build lock for the group (two builds of one LE run one after the other)
+        lock = locked(lock_path) if dist.is_main else None
         if lock is not None:
-            lock.release()
+            lock.acquire()
+        try:
+            dist.barrier()
+            return _build(plan, _stage_hook, _stop_after, dist)
+        finally:
+            if lock is not None:
+                lock.release()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _described(plan: LEPlan) -> dict[str, Any]:
