@@ -382,6 +382,9 @@ def keep_layers(model: torch.nn.Module, n: int, folder: Path) -> None:
             f"le_llm_layers={n}, but the model in {folder} has {len(layers)} decoder layers: use 0 (all) "
             f"or at most {len(layers)}"
         )
+    logger.info(
+        "le_llm_layers=%d: the LE uses the first %d of the model's %d decoder layers (0: all)", n, n, len(layers)
+    )
     body.layers = layers[:n]
     model.config.num_hidden_layers = n
     if isinstance(getattr(model.config, "layer_types", None), list):
