@@ -220,7 +220,7 @@ def run_comparison(
             records.append(record)
 
     rows = summarise(records, labels, seeds_, baseline, alpha)
-    protocols = sorted({_protocol_line(r) for r in records if r.get("status") == "ok"})
+    protocols = sorted({protocol_line(r) for r in records if r.get("status") == "ok"})
     markdown = render_markdown(rows, dataset, seeds_, baseline, alpha, protocols)
     _write_text_atomic(output_dir / "table.md", markdown)
     _write_csv(output_dir / "table.csv", _table_csv_rows(rows))
@@ -249,7 +249,7 @@ def _stored_record(runs_dir: Path, spec: ModelSpec, seed: int, options: Mapping[
     )
 
 
-def _protocol_line(record: Mapping[str, Any]) -> str:
+def protocol_line(record: Mapping[str, Any]) -> str:
     """The protocol of a run with its number of scored interactions (queries)."""
     line = protocol_description(record.get("config"))
     queries = record.get("n_queries") or {}
