@@ -5,8 +5,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -60,6 +65,17 @@ def write_fake_le_dataset(root: Path, base: pd.DataFrame, name: str = "tiny", di
     folder.mkdir(parents=True, exist_ok=True)
     df.to_csv(folder / f"{lea}.inter", sep="\t", index=False, header=list(lea_inter_header()))
     return seal_le_dir(folder)
+
+
+@contextmanager
+def benchmark_module(name: str) -> Iterator[ModuleType]:
+    """Import ``benchmarks/<name>.py`` (a script folder, not a package) for the length of a block."""
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(bench)
 
 
 @pytest.hookimpl(tryfirst=True)

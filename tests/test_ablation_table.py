@@ -10,22 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import benchmark_module
 
 from recbole_lea.experiments import compare
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SEQUENCE = {"eval_protocol": "sequence", "sequence_split_ratios": [0.8, 0.1, 0.1], "split_seed": 2020}
 
 
 @pytest.fixture(scope="module")
 def table():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(BENCH))
-    try:
-        import le_ablation_table
-
-        yield le_ablation_table
-    finally:
-        sys.path.remove(str(BENCH))
+    with benchmark_module("le_ablation_table") as module:
+        yield module
 
 
 def _store(folder: Path, label: str, seed: int, base: float, le_dir: str | None) -> None:

@@ -4,24 +4,17 @@ counts), the FLOP count adds up, and ``--tiny`` runs every stage and the project
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def bench():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(BENCH))
-    try:
-        import gpu_le_scale
-
-        yield gpu_le_scale
-    finally:
-        sys.path.remove(str(BENCH))
+    with benchmark_module("gpu_le_scale") as module:
+        yield module
 
 
 @pytest.mark.parametrize(("key", "params"), [("7b", 7_241_732_096), ("1b", 1_235_814_400)])
