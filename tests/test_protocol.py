@@ -107,3 +107,27 @@ def test_an_le_of_another_split_is_refused_through_le_dir(held_out_unique: dict[
     loo = {**opts, "eval_protocol": "loo", "le_dir": le_dir}
     with pytest.raises(ConfigError, match=r"built for the split .*'sequence'.*this run uses \{'protocol': 'loo'\}"):
         run_recbole_lea("SA2C_LEA", "tiny", config_dict=loo, saved=False)
+
+
+@pytest.mark.parametrize(
+    ("model", "variant", "backbone"),
+    [
+        ("SNQN_LEA", "LER", "GRU4Rec"),
+        ("SA2C_LEA", "LES", "GRU4Rec"),
+        ("SNQN_LEA", "LEA", "SASRec"),
+        ("SA2C_LEA", "LEASR", "SASRec"),
+    ],
+)
+def test_every_variant_framework_and_backbone_runs_under_the_sequence_split(
+    held_out_unique: dict[str, Any], model: str, variant: str, backbone: str
+) -> None:
+    """Each variant, each framework and each backbone at least once: all read the one LE of the
+    split and score the same held-out queries, with HR/NDCG at 5, 10 and 20."""
+    opts = held_out_unique["options"]
+    shared = run_recbole_lea("SA2C_LEA", "tiny", config_dict=opts, saved=False)
+    result = run_recbole_lea(model, "tiny", config_dict={**opts, "variant": variant, "backbone": backbone}, saved=False)
+    assert (result["model"], result["config"]["variant"], result["config"]["backbone"]) == (model, variant, backbone)
+    assert result["le_dir"] == shared["le_dir"]
+    assert result["n_queries"] == shared["n_queries"]
+    wanted = {f"{m}@{k}" for m in ("hit", "ndcg") for k in (5, 10, 20)}
+    assert wanted <= set(result["test_result"]), sorted(result["test_result"])
