@@ -17,6 +17,8 @@ import json
 import sys
 from typing import Any
 
+from recbole_lea.options import parse_overrides
+
 #: the options people change most, shown by --help (every option: --help-options)
 COMMON_OPTIONS = (
     ("backbone", "SASRec | GRU4Rec (our RL models)"),
@@ -29,29 +31,6 @@ COMMON_OPTIONS = (
     ("w_ah / w_aq", "weights of the augmented losses L_ah / L_aq (paper: 0.1 / 0.01)"),
     ("data_path", "the folder holding <dataset>/<dataset>.inter (default atomic_datasets/)"),
 )
-
-
-def parse_overrides(tokens: list[str]) -> dict[str, Any]:
-    """``['--epochs=5', '--backbone', 'GRU4Rec']`` -> ``{'epochs': 5, 'backbone': 'GRU4Rec'}``."""
-    from recbole_lea.options import parse_value
-
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if not tok.startswith("--") or tok == "--":
-            raise SystemExit(f"error: unexpected argument {tok!r}; options look like --key=value.")
-        key, eq, value = tok[2:].partition("=")
-        if not eq:
-            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-                value = tokens[i + 1]
-                i += 1
-            else:
-                value = "true"
-        key = key.replace("-", "_")
-        out[key] = parse_value(value) if value != "" else None
-        i += 1
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,8 +8,9 @@ declares its options once with :func:`opt`; this module turns the declarations i
   its source and the fix when it is bad;
 - the known-key set of a run, so an unknown key is an error with a did-you-mean
   (:func:`unknown_key_error`), and renamed keys name their new name;
-- the commented yaml files under ``recbole_lea/properties/model/`` (:func:`render_yaml`), which a
-  test keeps equal to the declarations.
+- the commented yaml lines of the shipped defaults under ``properties/`` (:func:`render_yaml`,
+  written by :mod:`recbole_lea.defaults`), which a test keeps equal to the declarations;
+- parsed command-line values (:func:`parse_value`, :func:`parse_overrides`).
 
 RecBole declares its own options in its yaml files; :data:`RECBOLE_RULES` adds range checks for
 the RecBole keys whose bad values would otherwise fail deep inside a run or silently.
@@ -31,8 +32,19 @@ import yaml
 
 from recbole_lea.errors import ConfigError
 
-#: the folder of the shipped defaults (part of the installed package)
-PROPERTIES = Path(__file__).resolve().parent / "properties"
+
+def _properties_dir() -> Path:
+    """The shipped defaults: one folder, the top-level ``properties/`` of a checkout, which a wheel
+    carries as ``recbole_lea/properties/`` (``setup.cfg`` maps it there)."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "properties", package.parent / "properties"):
+        if (folder / "overall.yaml").is_file():
+            return folder
+    return package.parent / "properties"
+
+
+#: the folder of the shipped defaults
+PROPERTIES = _properties_dir()
 
 #: keys that were renamed: old name -> new name
 RENAMED: dict[str, str] = {"aug_sv": "l_ah", "aug_q": "l_aq"}
@@ -78,15 +90,23 @@ def opt(
     lt: float | None = None,
     stages: Iterable[str] = (),
     fix: str = "",
+    flags: Iterable[str] = (),
+    metavar: str | None = None,
+    required: bool = False,
 ) -> Any:
     """A declared option: a dataclass field with its help, choices, bounds and, for LE build
-    options, the build stages whose cache key it enters. ``fix`` is said when a value is bad."""
+    options, the build stages whose cache key it enters. ``fix`` is said when a value is bad.
+    For the options of a command (:func:`command_parser`): ``flags``, more names than
+    ``--<name>`` (``-m``); ``metavar``; ``required`` (a value must be given)."""
     metadata = {
         "help": help,
         "choices": tuple(choices) if choices is not None else None,
         "bounds": Bounds(ge, gt, le, lt),
         "stages": tuple(stages),
         "fix": fix,
+        "flags": tuple(flags),
+        "metavar": metavar,
+        "required": required,
     }
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
@@ -106,6 +126,9 @@ class OptionSpec:
     stages: tuple[str, ...]
     owner: str
     fix: str = ""
+    flags: tuple[str, ...] = ()
+    metavar: str | None = None
+    required: bool = False
 
     @property
     def nullable(self) -> bool:
@@ -150,6 +173,9 @@ def specs_of(cls: type) -> dict[str, OptionSpec]:
             stages=f.metadata.get("stages", ()),
             owner=cls.__name__,
             fix=f.metadata.get("fix", ""),
+            flags=f.metadata.get("flags", ()),
+            metavar=f.metadata.get("metavar"),
+            required=f.metadata.get("required", False),
         )
     return out
 
@@ -208,16 +234,64 @@ def check_value(spec: OptionSpec, value: Any, source: str) -> Any:
     return coerced
 
 
-def defaults_of(cls: type) -> dict[str, Any]:
-    return {name: spec.default for name, spec in specs_of(cls).items()}
-
-
 def build(cls: type, values: Mapping[str, Any], source: str = "the config") -> Any:
     """An instance of the options dataclass from ``values`` (missing keys take their defaults),
     every value checked."""
     specs = specs_of(cls)
+    for spec in specs.values():
+        if spec.required and values.get(spec.name) in (None, [], ""):
+            raise ConfigError(f"Option `{spec.name}` is required (from {source}): {spec.help}.")
     kwargs = {name: check_value(specs[name], values[name], source) for name in specs if name in values}
     return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------ command lines
+def _element_type(spec: OptionSpec) -> Any:
+    args = [a for a in typing.get_args(spec.type) if a is not type(None)]
+    if _is_optional(spec.type) and args:
+        args = list(typing.get_args(args[0]))
+    return args[0] if args and args[0] in (int, float, str) else str
+
+
+def add_option(parser: Any, spec: OptionSpec, dashes: bool = False) -> None:
+    """One ``--<name>`` argument of an argparse parser (or group) from a declaration: booleans are
+    switches, lists take one or more values; the value is checked later, by :func:`check_value`.
+    ``dashes``: the flag is ``--min-inter`` for ``min_inter`` (the converters' style)."""
+    default = spec.default
+    text = spec.help + ("" if spec.required or default in (None, False, []) else f" (default {_cli_value(default)})")
+    kwargs: dict[str, Any] = {"dest": spec.name, "help": text.replace("%", "%%")}
+    if spec.base_type is bool:
+        kwargs["action"] = "store_true"
+    else:
+        if spec.base_type is list:
+            kwargs.update(nargs="+", type=_element_type(spec))
+        elif spec.base_type in (int, float, str):
+            kwargs["type"] = spec.base_type
+        kwargs.update(default=None if spec.required else default, required=spec.required, metavar=spec.metavar)
+        if spec.choices is not None:
+            kwargs["choices"] = spec.choices
+    flag = spec.name.replace("_", "-") if dashes else spec.name
+    parser.add_argument(f"--{flag}", *spec.flags, **kwargs)
+
+
+def _cli_value(value: Any) -> str:
+    return " ".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+
+
+def command_parser(cls: type, prog: str, description: str, epilog: str | None = None) -> Any:
+    """The argparse parser of a command whose options ``cls`` declares: one flag per field."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    for spec in specs_of(cls).values():
+        add_option(parser, spec)
+    return parser
+
+
+def parse_command(cls: type, parser: Any, argv: list[str] | None) -> tuple[Any, dict[str, Any]]:
+    """(the checked options of ``cls``, every other ``--key=value`` as config overrides)."""
+    args, rest = parser.parse_known_args(argv)
+    return build(cls, vars(args), "the command line"), parse_overrides(rest)
 
 
 # ------------------------------------------------------------------------------ RecBole's keys
@@ -286,7 +360,7 @@ def unknown_key_error(
 def dataset_yaml_path(dataset: str, data_path: str | Path | None = None) -> Path | None:
     """The dataset's yaml: ``<data_path>/<dataset>/<dataset>.yaml`` (written by the converters
     beside the atomic files) when there is one, else the shipped
-    ``recbole_lea/properties/dataset/<dataset>.yaml``, else None (RecBole's defaults)."""
+    ``properties/dataset/<dataset>.yaml``, else None (RecBole's defaults)."""
     candidates = []
     if data_path is not None:
         candidates.append(Path(data_path) / dataset / f"{dataset}.yaml")
@@ -329,6 +403,27 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_overrides(tokens: list[str]) -> dict[str, Any]:
+    """``['--epochs=5', '--backbone', 'GRU4Rec']`` -> ``{'epochs': 5, 'backbone': 'GRU4Rec'}``."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or tok == "--":
+            raise SystemExit(f"error: unexpected argument {tok!r}; options look like --key=value.")
+        key, eq, value = tok[2:].partition("=")
+        if not eq:
+            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                value = tokens[i + 1]
+                i += 1
+            else:
+                value = "true"
+        key = key.replace("-", "_")
+        out[key] = parse_value(value) if value != "" else None
+        i += 1
+    return out
+
+
 def read_yaml(path: Path, what: str = "config file") -> dict[str, Any]:
     """A yaml mapping; malformed yaml or a non-mapping is one :class:`ConfigError` naming the
     file and line."""
@@ -363,7 +458,7 @@ def render_yaml(title: str, specs: Iterable[OptionSpec], overrides: Mapping[str,
     elsewhere; they are written with their reason."""
     lines = [f"# {line}" if line else "#" for line in title.splitlines()]
     lines.append(
-        "# Generated from the declarations by `python -m recbole_lea.options --write`; edit those, not this file."
+        "# Generated from the declarations by `python -m recbole_lea.defaults --write`; edit those, not this file."
     )
     rows = [(s.name, _yaml_value(s.default), f"({s.type_name()}) {s.help}" + _choice_text(s)) for s in specs]
     for key, (value, reason) in (overrides or {}).items():
@@ -381,56 +476,3 @@ def _choice_text(spec: OptionSpec) -> str:
     if spec.bounds.text():
         extra.append(spec.bounds.text())
     return f" [{'; '.join(extra)}]" if extra else ""
-
-
-# ------------------------------------------------------------------------------ generated files
-def generated_files() -> dict[Path, str]:
-    """The yaml files rendered from the declarations: ``run.yaml`` and one per model layer."""
-    from recbole_lea.model.options import MODEL_LAYERS, MODEL_TITLES
-    from recbole_lea.run_config import RunOptions
-
-    out = {
-        PROPERTIES / "run.yaml": render_yaml(
-            "Options of every run (recbole_lea.run_config.RunOptions), our models and RecBole's alike.",
-            specs_of(RunOptions).values(),
-        )
-    }
-    for model, layers in MODEL_LAYERS.items():
-        for stem, options, overrides in layers:
-            path = PROPERTIES / "model" / f"{stem}.yaml"
-            if path in out:
-                continue
-            if options is not None:
-                title = f"{stem}: {(options.__doc__ or '').strip().splitlines()[0]}"
-            else:
-                title = f"{MODEL_TITLES[stem if stem in MODEL_TITLES else model]}\nNo options of its own: the files of the layers under it hold them."
-            out[path] = render_yaml(title, specs_of(options).values() if options else (), overrides)
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m recbole_lea.options --write``: (re)write the generated yaml files;
-    ``--check``: exit 1 when one differs from the declarations."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m recbole_lea.options", description=main.__doc__)
-    parser.add_argument("--write", action="store_true")
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
-    stale = []
-    for path, text in generated_files().items():
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
-        if current != text:
-            stale.append(path)
-            if args.write:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text, encoding="utf-8")
-    for path in stale:
-        print(f"{'wrote' if args.write else 'differs'}: {path}")
-    return 1 if stale and not args.write else 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

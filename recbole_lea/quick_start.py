@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from recbole_lea import LOG_DATEFMT, LOG_FORMAT, compat, registry
+from recbole_lea.checkpoint import torch_load
 from recbole_lea.errors import ConfigError
 from recbole_lea.run_config import (  # noqa: F401 -- re-exported: the public API of a run
     EVAL_PROTOCOLS,
@@ -36,6 +37,7 @@ from recbole_lea.run_config import (  # noqa: F401 -- re-exported: the public AP
     resolve_run,
     split_of,
 )
+from recbole_lea.trainer import get_trainer
 
 compat.apply()
 
@@ -48,14 +50,11 @@ def check_dataset_files(dataset: str, data_path: str, options: dict[str, Any] | 
     """Path of ``<data_path>/<dataset>/<dataset>.inter`` after checking every line of the fields a
     run loads (:func:`recbole_lea.datasets.validate.check_atomic_inter`); converts ml-100k on
     first use. ``options``: the run's merged options (field names, ``load_col``, separator)."""
+    from recbole_lea.datasets.ml100k import ensure_bundled
     from recbole_lea.datasets.validate import check_atomic_inter, read_atomic_header
 
-    folder = Path(data_path) / dataset
-    inter = folder / f"{dataset}.inter"
-    if not inter.is_file() and dataset == "ml-100k":
-        from recbole_lea.datasets.ml100k import ensure_ml100k
-
-        ensure_ml100k(data_path)
+    inter = Path(data_path) / dataset / f"{dataset}.inter"
+    ensure_bundled(data_path, dataset)
     if not inter.is_file():
         raise ConfigError(
             f"No atomic files for dataset '{dataset}': expected {inter}. Convert your data first "
@@ -100,10 +99,10 @@ def le_build_logging() -> Iterator[None]:
         lea_logger.setLevel(level)
 
 
-def le_folder(resolved: ResolvedRun) -> Path:
+def le_dir_of(resolved: ResolvedRun) -> Path:
     """The LE folder a ``*_LEA`` run reads, verified; it must exist (see :func:`ensure_le`)."""
-    from recbole_lea.le.build import plan_le
-    from recbole_lea.le_files.check import LEDatasetMismatch, verify_le_dir
+    from recbole_lea.le.files import LEDatasetMismatch, verify_le_dir
+    from recbole_lea.le.plan import plan_le
 
     if resolved.run.le_dir:
         folder = Path(resolved.run.le_dir).expanduser()
@@ -124,7 +123,7 @@ def le_folder(resolved: ResolvedRun) -> Path:
     check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
     plan = plan_le(resolved.dataset, resolved.data_path, resolved.le, split_of(resolved.run))
     if not plan.out_dir.exists():
-        from recbole_lea.le.build import missing_le_message
+        from recbole_lea.le.plan import missing_le_message
 
         raise LEDatasetMismatch(f"{missing_le_message(plan)} (or leave `le_auto_build` on).")
     verify_le_dir(plan.out_dir, plan.fix())
@@ -135,7 +134,7 @@ def ensure_le(resolved: ResolvedRun) -> Path:
     """Build (or reuse, when every stage's fingerprint matches and verifies) the LE folder of a
     resolved ``*_LEA`` run; with ``le_dir`` or ``le_auto_build: False`` only locate and verify it."""
     if resolved.run.le_dir or not resolved.run.le_auto_build:
-        return le_folder(resolved)
+        return le_dir_of(resolved)
     from recbole_lea.le.build import build_le
 
     check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
@@ -153,14 +152,14 @@ def recbole_config(resolved: ResolvedRun, le_dir: Path | None = None) -> Config:
         run_dataset = le_dir.name
         with open(le_dir / f"{le_dir.name}.inter", encoding="utf-8") as f:
             header = [c.split(":")[0] for c in f.readline().rstrip("\n").split("\t")]
-        from recbole_lea.le_files.fields import LE_ITEM_FIELDS
+        from recbole_lea.data.le_fields import LE_ITEM_FIELDS
 
         load_col = dict(resolved.options.get("load_col") or {})
         load_col["inter"] = header  # the LE file's columns; other files as for the base dataset
         config_dict["load_col"] = load_col
         config_dict["alias_of_item_id"] = [c for c in LE_ITEM_FIELDS if c in header]
         config_dict["data_path"] = str(le_dir.parent)
-        from recbole_lea.le_files.check import read_manifest
+        from recbole_lea.le.files import read_manifest
 
         built = read_manifest(le_dir).get("config") or {}
         for key in ("le_state_dim",):  # LE options the model reads: the values the LE was built with
@@ -187,12 +186,7 @@ def build_config(
     """Resolved RecBole ``Config`` for ``model`` on ``dataset`` (LEA models read their LE folder,
     which must exist)."""
     resolved = resolve_run(model, dataset, config_file_list, config_dict)
-    return recbole_config(resolved, le_folder(resolved) if resolved.lea else None)
-
-
-def atomic_root(config: Config) -> str:
-    """The folder holding every ``<dataset>/`` (RecBole appends the dataset name to ``data_path``)."""
-    return str(Path(config["data_path"]).parent)
+    return recbole_config(resolved, le_dir_of(resolved) if resolved.lea else None)
 
 
 # ---------------------------------------------------------------------------- run
@@ -252,7 +246,7 @@ def run_resolved(
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_obj = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
 
     cb = None
     if callback_fn is not None:
@@ -279,7 +273,7 @@ def run_resolved(
         "best_valid_result": {k: float(v) for k, v in (best_valid_result or {}).items()},
         "test_result": {k: float(v) for k, v in (test_result or {}).items()},
         "model_file": trainer.saved_model_file if saved else None,
-        "config": {k: v for k, v in config.final_config_dict.items() if _plain(v)},
+        "config": {k: v for k, v in config.final_config_dict.items() if _is_plain_value(v)},
         "epoch_times": list(trainer.epoch_times),
         "train_losses": list(trainer.loss_history),
         "valid_history": list(trainer.valid_history),
@@ -302,7 +296,7 @@ def _log_file() -> str | None:
     return None
 
 
-def _plain(value: Any) -> bool:
+def _is_plain_value(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool | list | dict | tuple)
 
 
@@ -311,10 +305,10 @@ def load_data_and_model(model_file: str, config_dict: dict[str, Any] | None = No
     """Reload a checkpoint written by a run: ``(config, model, dataset, train, valid, test)``.
 
     The checkpoint loads with ``torch.load(weights_only=True)`` (see
-    :func:`recbole_lea.compat.torch_load`); ``config_dict`` overrides saved options (e.g.
+    :func:`recbole_lea.checkpoint.torch_load`); ``config_dict`` overrides saved options (e.g.
     ``data_path`` on another machine). ``trust_pickle``: load a checkpoint of an older version
     that pickled RecBole's Config (only for files you wrote)."""
-    checkpoint = compat.torch_load(model_file, map_location="cpu", trust_pickle=trust_pickle)
+    checkpoint = torch_load(model_file, map_location="cpu", trust_pickle=trust_pickle)
     config = checkpoint["config"]
     for key, value in (config_dict or {}).items():
         config[key] = value
@@ -338,7 +332,7 @@ def load_for_serving(model_file: str, data_path: str | None = None, trust_pickle
     ``data_path``: the folder holding ``<base dataset>/`` (default: the run's).
     Returns ``(config, model, dataset, train, valid, test)`` like :func:`load_data_and_model`.
     """
-    checkpoint = compat.torch_load(model_file, map_location="cpu", trust_pickle=trust_pickle)
+    checkpoint = torch_load(model_file, map_location="cpu", trust_pickle=trust_pickle)
     config = checkpoint["config"]
     dataset = config["dataset"]
     if not dataset.endswith(LEA_SUFFIX):

@@ -13,9 +13,8 @@ import difflib
 import importlib
 import importlib.util
 import re
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from recbole_lea.errors import ConfigError
 
@@ -93,24 +92,6 @@ def get_model(model_name: str) -> type:
     sub = recbole_model_names()[model_name]
     module = importlib.import_module(f"recbole.model.{sub}.{model_name.lower()}")
     return getattr(module, model_name)
-
-
-@cache
-def _compat_trainer(base: type) -> type:
-    from recbole_lea.compat import CompatTrainerMixin
-
-    return type(base.__name__, (CompatTrainerMixin, base), {"__module__": __name__})
-
-
-def get_trainer(model_type: Any, model_name: str) -> type:
-    """Trainer class: ours for our models, RecBole's otherwise; always with the compat mixin."""
-    if model_name in PLUGIN_MODELS:
-        from recbole_lea.trainer import RLTrainer
-
-        return RLTrainer
-    from recbole.utils import get_trainer as recbole_get_trainer
-
-    return _compat_trainer(recbole_get_trainer(model_type, model_name))
 
 
 def create_dataset(config):  # type: ignore[no-untyped-def]

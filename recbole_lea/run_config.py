@@ -2,7 +2,7 @@
 
 :func:`resolve_run` merges the option layers and checks every key and value:
 
-    RecBole's own defaults < recbole_lea/properties/overall.yaml < run.yaml < the model's layers
+    RecBole's own defaults < properties/overall.yaml < run.yaml < the model's layers
     (model/rl.yaml, model/SA2C.yaml, model/le.yaml, model/<Model>.yaml) < the dataset yaml
     < --config_files < --key=value
 
@@ -76,7 +76,7 @@ class RunOptions:
     )
     le_profile: str = opt(
         "cpu",
-        "LE build profile of *_LEA models: cpu, paper (recbole_lea/properties/le/) or the path of a profile yaml.",
+        "LE build profile of *_LEA models: cpu, paper (properties/le/) or the path of a profile yaml.",
     )
     le_auto_build: bool = opt(
         True, "*_LEA models: build (or reuse) the LE of this config before training; False: it must exist already."
@@ -172,7 +172,7 @@ def recbole_model_keys() -> frozenset[str]:
     return frozenset(keys)
 
 
-def _type_ok(default: Any, value: Any) -> bool:
+def _same_kind(default: Any, value: Any) -> bool:
     if default is None or value is None:
         return True
     if isinstance(default, bool):
@@ -230,17 +230,18 @@ def default_config_files(model: str, dataset: str, data_path: str | None = None)
         if not f.is_file():
             raise ConfigError(
                 f"The installation of recbole_lea lacks its default file {f}: reinstall the package "
-                "(`pip install .` from a clone, or `python -m recbole_lea.options --write` in a clone)."
+                "(`pip install .` from a clone, or `python -m recbole_lea.defaults --write` in a clone)."
             )
     ds_yaml = dataset_yaml_path(base_dataset_name(dataset), data_path)
     return [str(f) for f in files] + ([str(ds_yaml)] if ds_yaml else [])
 
 
 def _file_label(path: str) -> str:
-    """A shipped default file by its place in the package, any other file by its path."""
+    """A shipped default file as ``properties/...`` (from a checkout and from a wheel alike), any
+    other file by its path."""
     p = Path(path)
     try:
-        return str(p.relative_to(PROPERTIES.parent.parent))
+        return str(p.relative_to(PROPERTIES.parent))
     except ValueError:
         return str(p)
 
@@ -298,7 +299,7 @@ def resolve_run(
                     ignored[key] = source
             elif key in rb:
                 default, where = rb[key]
-                if not _type_ok(default, value):
+                if not _same_kind(default, value):
                     raise ConfigError(
                         f"Option `{key}` expects {_type_name(default)} (default {default!r} in {where}), got "
                         f"{value!r} from {source}: fix that value."

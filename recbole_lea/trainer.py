@@ -1,4 +1,5 @@
-"""Trainer for the RL recommenders: RecBole's ``Trainer`` plus
+"""Trainers: :class:`TrainerMixin` on every RecBole trainer (safe checkpoints, recorded history),
+and :class:`RLTrainer` for the RL recommenders, which is RecBole's ``Trainer`` plus
 
 - SA2C's two optimisers (phase 1 at ``learning_rate``, phase 2 at ``learning_rate_phase2`` with
   fresh Adam state from the switch on), behind one optimiser object so RecBole's training
@@ -13,12 +14,96 @@ and Adam skips parameters without gradient, so only the network the coin picked 
 
 from __future__ import annotations
 
+import time
+from functools import cache
 from typing import Any
 
 import torch
 from recbole.trainer import Trainer
 
-from recbole_lea.compat import CompatTrainerMixin
+from recbole_lea.checkpoint import config_to_plain, torch_load
+from recbole_lea.registry import is_plugin_model
+
+
+class TrainerMixin:
+    """Mixed into every RecBole trainer class handed out by :func:`get_trainer`.
+
+    - ``evaluate(load_best_model=True)`` and ``resume_checkpoint`` call bare ``torch.load``,
+      which fails on torch>=2.6 (weights_only default, see :func:`torch_load`).
+    - RecBole's ``fit(callback_fn=...)`` passes only the score; the last validation result and
+      each epoch's wall time and mean loss are kept here for Ray Tune reports and benchmarks.
+    """
+
+    def __init__(self, config, model) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config, model)  # type: ignore[call-arg]
+        self.epoch_times: list[float] = []  # wall seconds of each training epoch
+        self.valid_history: list[dict] = []  # every validation result, in order
+        #: per epoch: mean training loss per batch, plus each named term for our RL models
+        self.loss_history: list[dict[str, float]] = []
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):  # type: ignore[no-untyped-def]
+        if load_best_model and eval_data:
+            checkpoint_file = model_file or self.saved_model_file  # type: ignore[attr-defined]
+            checkpoint = torch_load(checkpoint_file, map_location=self.device)  # type: ignore[attr-defined]
+            self.model.load_state_dict(checkpoint["state_dict"])  # type: ignore[attr-defined]
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))  # type: ignore[attr-defined]
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")  # type: ignore[attr-defined]
+        return super().evaluate(  # type: ignore[misc]
+            eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress
+        )
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):  # type: ignore[no-untyped-def]
+        """RecBole's checkpoint with the config as plain values (see :func:`config_to_plain`)."""
+        import torch
+
+        config = self.config  # type: ignore[attr-defined]
+        if not config["single_spec"] and config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)  # type: ignore[attr-defined]
+        state = {
+            "config": config_to_plain(config),
+            "epoch": epoch,
+            "cur_step": self.cur_step,  # type: ignore[attr-defined]
+            "best_valid_score": float(self.best_valid_score),  # type: ignore[attr-defined]
+            "state_dict": self.model.state_dict(),  # type: ignore[attr-defined]
+            "other_parameter": self.model.other_parameter(),  # type: ignore[attr-defined]
+            "optimizer": self.optimizer.state_dict(),  # type: ignore[attr-defined]
+        }
+        torch.save(state, saved_model_file)  # torch's default protocol: weights_only loads it (RecBole used 4)
+        if verbose:
+            self.logger.info(f"Saving current: {saved_model_file}")  # type: ignore[attr-defined]
+
+    def resume_checkpoint(self, resume_file):  # type: ignore[no-untyped-def]
+        resume_file = str(resume_file)
+        checkpoint = torch_load(resume_file, map_location=self.device)  # type: ignore[attr-defined]
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():  # type: ignore[attr-defined]
+            raise ValueError(
+                f"Checkpoint {resume_file} was trained with model {checkpoint['config']['model']}, "
+                f"not {self.config['model']}: pass a checkpoint of the same model."  # type: ignore[attr-defined]
+            )
+        self.saved_model_file = resume_file
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.model.load_state_dict(checkpoint["state_dict"])  # type: ignore[attr-defined]
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))  # type: ignore[attr-defined]
+        self.optimizer.load_state_dict(checkpoint["optimizer"])  # type: ignore[attr-defined]
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")  # type: ignore[attr-defined]
+
+    def _valid_epoch(self, valid_data, show_progress=False):  # type: ignore[no-untyped-def]
+        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)  # type: ignore[misc]
+        self.valid_history.append(dict(result))
+        return score, result
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        loss = super()._train_epoch(  # type: ignore[misc]
+            train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
+        )
+        self.epoch_times.append(time.perf_counter() - start)
+        total = sum(loss) if isinstance(loss, tuple) else loss
+        self.loss_history.append({"loss": float(total) / max(len(train_data), 1)})
+        return loss
 
 
 class PhasedOptimizer:
@@ -57,7 +142,7 @@ class PhasedOptimizer:
             self.second.load_state_dict(state["second"])
 
 
-class RLTrainer(CompatTrainerMixin, Trainer):
+class RLTrainer(TrainerMixin, Trainer):
     """RecBole trainer for :class:`recbole_lea.model.rl_base.DoubleQRecommender` models."""
 
     def __init__(self, config, model) -> None:  # type: ignore[no-untyped-def]
@@ -110,3 +195,17 @@ class RLTrainer(CompatTrainerMixin, Trainer):
         for name, value in diagnostics.items():
             self.tensorboard.add_scalar(f"diagnostics/{name}", value, epoch_idx)
         return loss
+
+
+@cache
+def _with_mixin(base: type) -> type:
+    return type(base.__name__, (TrainerMixin, base), {"__module__": __name__})
+
+
+def get_trainer(model_type: Any, model_name: str) -> type:
+    """Trainer class: ours for our models, RecBole's otherwise; always with :class:`TrainerMixin`."""
+    if is_plugin_model(model_name):
+        return RLTrainer
+    from recbole.utils import get_trainer as recbole_get_trainer
+
+    return _with_mixin(recbole_get_trainer(model_type, model_name))

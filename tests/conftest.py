@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import torch
 
+from recbole_lea.data.le_fields import lea_inter_header
 from recbole_lea.le.testing import seal_le_dir, write_tiny_dataset
-from recbole_lea.le_files.fields import lea_inter_header
 
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

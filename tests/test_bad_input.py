@@ -113,7 +113,7 @@ def test_cli_reports_le_input_errors_without_traceback(tiny_root: Path, tmp_path
 
 
 def test_cli_parses_overrides() -> None:
-    from recbole_lea.cli import parse_overrides
+    from recbole_lea.options import parse_overrides
 
     assert parse_overrides(["--epochs=5", "--backbone", "GRU4Rec", "--topk=[5,10]", "--w_ah=0.1"]) == {
         "epochs": 5,

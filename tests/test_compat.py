@@ -17,6 +17,7 @@ from packaging.utils import canonicalize_name
 
 import recbole_lea.quick_start  # noqa: F401  (applies the shims)
 from recbole_lea import registry
+from recbole_lea.trainer import get_trainer
 
 
 def test_anomaly_detection_is_off_after_import() -> None:
@@ -83,10 +84,10 @@ def test_registry_plugin_first_and_builtins() -> None:
     assert "LightGBM" in registry.recbole_model_names()  # listed without importing lightgbm
     from recbole.utils import ModelType
 
-    trainer = registry.get_trainer(ModelType.SEQUENTIAL, "SASRec")
-    from recbole_lea.compat import CompatTrainerMixin
+    trainer = get_trainer(ModelType.SEQUENTIAL, "SASRec")
+    from recbole_lea.trainer import TrainerMixin
 
-    assert issubclass(trainer, CompatTrainerMixin)
+    assert issubclass(trainer, TrainerMixin)
 
 
 _RECBOLE_CONFIG_ALIASES = (
@@ -103,7 +104,7 @@ def test_numpy2_aliases_cover_what_recbole_config_reads(monkeypatch: pytest.Monk
         if name in np.__dict__:
             monkeypatch.delitem(np.__dict__, name)
     assert "complex_" not in np.__dict__
-    compat._numpy2_aliases()
+    compat.numpy2_aliases()
     assert np.float_ is np.float64 and np.complex_ is np.complex128 and np.unicode_ is np.str_
 
 
@@ -111,7 +112,7 @@ def test_recbole_config_needs_the_numpy2_aliases() -> None:
     """In a fresh process, RecBole's Config.compatibility_settings (run by every Config) works
     after the shim; without it, it fails exactly when numpy is 2.x."""
     shimmed = subprocess.run(
-        [sys.executable, "-c", f"from recbole_lea import compat; compat._numpy2_aliases(); {_RECBOLE_CONFIG_ALIASES}"],
+        [sys.executable, "-c", f"from recbole_lea import compat; compat.numpy2_aliases(); {_RECBOLE_CONFIG_ALIASES}"],
         capture_output=True,
         text=True,
     )

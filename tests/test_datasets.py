@@ -27,7 +27,7 @@ from recbole_lea.datasets.cli import main
 from recbole_lea.datasets.common import BadLimit, clean_text
 from recbole_lea.datasets.lfm1b import lfm_spec
 from recbole_lea.datasets.ml100k import ensure_ml100k, ml100k_spec, wheel_dir
-from recbole_lea.datasets.writer import render_yaml
+from recbole_lea.datasets.writer import render_dataset_yaml
 from recbole_lea.options import PROPERTIES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def assert_is_tracked_yaml(rendered: str, name: str) -> None:
-    """``rendered`` is the shipped ``recbole_lea/properties/dataset/<name>.yaml``, and it words the
+    """``rendered`` is the shipped ``properties/dataset/<name>.yaml``, and it words the
     LE instruction with a verb."""
     assert "\nle_item_verb:" in rendered
     assert tracked_yaml(name).read_text() == rendered
@@ -424,8 +424,8 @@ def test_lfm1b_column_order_option_and_first_event_start(tmp_path: Path, lfm_dir
 
 
 def test_lfm1b_yaml_is_the_tracked_template(tmp_path: Path) -> None:
-    assert_is_tracked_yaml(render_yaml(lfm_spec("lfm")), "lfm")
-    assert yaml.safe_load(render_yaml(lfm_spec("lfm")))["le_item_verb"] == "listened to"
+    assert_is_tracked_yaml(render_dataset_yaml(lfm_spec("lfm")), "lfm")
+    assert yaml.safe_load(render_dataset_yaml(lfm_spec("lfm")))["le_item_verb"] == "listened to"
 
 
 # --------------------------------------------------------------------------- generic CSV / TSV
@@ -549,8 +549,8 @@ def test_ensure_ml100k_converts_once_and_keeps_wheel_order(tmp_path: Path) -> No
     stamp = inter.stat().st_mtime_ns
     assert ensure_ml100k(str(data)) == str(folder)
     assert inter.stat().st_mtime_ns == stamp  # not converted again
-    assert_is_tracked_yaml(render_yaml(ml100k_spec()), "ml-100k")
-    assert yaml.safe_load(render_yaml(ml100k_spec()))["le_item_verb"] == "watched"
+    assert_is_tracked_yaml(render_dataset_yaml(ml100k_spec()), "ml-100k")
+    assert yaml.safe_load(render_dataset_yaml(ml100k_spec()))["le_item_verb"] == "watched"
 
 
 def test_stats_counts_quality_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

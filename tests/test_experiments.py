@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recbole_lea.data.rows import sequence_parts, split_counts
+from recbole_lea.data import split as protocol
+from recbole_lea.data.split import sequence_parts, split_counts
 from recbole_lea.errors import ConfigError
-from recbole_lea.experiments import compare, params, plots, protocol, runner
+from recbole_lea.experiments import compare, params, plots, runner
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -106,6 +107,9 @@ def _recbole_sequential_dataset(data_root: Path, monkeypatch: pytest.MonkeyPatch
     from recbole.config import Config
     from recbole.data.dataset import SequentialDataset
 
+    from recbole_lea import compat
+
+    compat.apply()  # numpy 2 aliases RecBole's Config reads (run alone, no other test applied them)
     monkeypatch.setattr(sys, "argv", ["pytest"])  # RecBole's Config parses sys.argv
     config = Config(
         model="SASRec",

@@ -47,7 +47,7 @@ def test_grid_sweep_records_failures_and_best(ray_local: None, data_root: Path, 
         output_dir=tmp_path / "sweep",
         max_concurrent=2,
         heatmap=("n_heads", "hidden_dropout_prob"),
-        verbose=0,
+        quiet=True,
     )
     out = tmp_path / "sweep"
     with open(out / "trials.csv") as fh:
@@ -87,7 +87,7 @@ def test_asha_random_search(ray_local: None, data_root: Path, tmp_path: Path) ->
         num_samples=3,
         scheduler="asha",
         max_concurrent=2,
-        verbose=0,
+        quiet=True,
     )
     assert summary["n_trials"] == 3 and summary["n_error"] == 0
     assert summary["n_ok"] + summary["n_stopped_early"] == 3
@@ -125,7 +125,7 @@ def test_lea_weight_grid_heatmap(
         data_path=str(tiny_root),
         output_dir=tmp_path / "w",
         max_concurrent=2,
-        verbose=0,
+        quiet=True,
     )
     assert summary["n_ok"] == 4, [r["error"] for r in summary["trials"]]
     assert Path(summary["heatmap_png"]).name == "heatmap_w_ah_w_aq.png"

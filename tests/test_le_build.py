@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from recbole_lea.data.rows import training_row_mask
+from recbole_lea.data.le_fields import lea_inter_header
+from recbole_lea.data.split import training_row_mask
 from recbole_lea.errors import ConfigError
-from recbole_lea.le import build as le_build_mod
 from recbole_lea.le import cache as le_cache
+from recbole_lea.le import files as le_writer
+from recbole_lea.le import plan as le_plan_mod
 from recbole_lea.le.build import build_le, check_le_dataset
 from recbole_lea.le.data import LEInputError
 from recbole_lea.le.model import LEModel
@@ -26,8 +28,6 @@ from recbole_lea.le.testing import (
     save_tiny_llm,
     write_tiny_dataset,
 )
-from recbole_lea.le_files import writer as le_writer
-from recbole_lea.le_files.fields import lea_inter_header
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +233,7 @@ def test_stale_or_modified_le_is_reported(built: dict, tmp_path: Path) -> None:
     with pytest.raises(LEInputError, match="No LE folder"):
         check_le_dataset(data, "tiny", profile, {**ov, "le_lr": 0.5})
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(le_build_mod, "code_version", lambda: "0" * 64)
+        mp.setattr(le_plan_mod, "code_version", lambda: "0" * 64)
         with pytest.raises(LEInputError, match="No LE folder"):
             check_le_dataset(data, "tiny", profile, ov)
     # a truncated LE file fails its recorded sha256
@@ -287,9 +287,9 @@ def test_llm_layers_keeps_the_first_layers_and_keys_every_llm_stage(tmp_path: Pa
     naming the option (when the model loads, the first thing the first LLM stage does)."""
     import torch
 
-    from recbole_lea.le.build import plan_le
     from recbole_lea.le.config import LLM_STAGES, STAGES, resolve_config
     from recbole_lea.le.llm import load_llm
+    from recbole_lea.le.plan import plan_le
 
     data = tmp_path / "data"
     write_tiny_dataset(data, n_users=4)
@@ -400,7 +400,7 @@ def test_code_version_covers_every_module_that_decides_le_outputs(
         copy.write_text(path.read_text())
         copies.append(copy)
     names = {c.name for c in copies}
-    assert {"build.py", "train.py", "model.py", "augment.py", "writer.py", "rows.py"} <= names
+    assert {"build.py", "train.py", "model.py", "augment.py", "files.py", "split.py", "le_fields.py"} <= names
     monkeypatch.setattr(le_cache, "code_files", lambda: copies)
     before = le_cache.code_version()
     for copy in copies:

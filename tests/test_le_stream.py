@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recbole_lea.data.rows import training_row_mask
+from recbole_lea.data.split import training_row_mask
 from recbole_lea.le.config import LEConfig
 from recbole_lea.le.model import LEModel, naive_stream_features, plan_chunks, prefix_ids, stream_features
 from recbole_lea.le.testing import tiny_llm

@@ -16,7 +16,7 @@ from recbole_lea import registry
 from recbole_lea.data.dataset import DONE_FIELD, training_row_mask
 from recbole_lea.model.options import VARIANTS
 from recbole_lea.quick_start import build_config, load_data_and_model, load_for_serving, run_recbole_lea
-from recbole_lea.trainer import RLTrainer
+from recbole_lea.trainer import RLTrainer, get_trainer
 
 BACKBONES = ["SASRec", "GRU4Rec"]
 
@@ -227,7 +227,7 @@ def test_save_reload_gives_identical_scores(name: str, tiny_config: dict) -> Non
     _, model2, _, _, _, test2 = load_data_and_model(result["model_file"])
     assert torch.equal(scores, _test_scores(model2, test2))
     # the reloaded model reproduces the run's own test metrics
-    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     again = trainer.evaluate(test, load_best_model=False)
     for k, v in result["test_result"].items():
         assert again[k] == pytest.approx(v, abs=1e-4)

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from recbole_lea.defaults import generated_files
 from recbole_lea.errors import ConfigError
-from recbole_lea.options import PROPERTIES, generated_files
+from recbole_lea.options import PROPERTIES
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_generated_yaml_files_match_the_declarations() -> None:
     stale = [str(p) for p, text in generated_files().items() if not p.is_file() or p.read_text() != text]
-    assert not stale, f"run `python -m recbole_lea.options --write`: {stale}"
+    assert not stale, f"run `python -m recbole_lea.defaults --write`: {stale}"
 
 
 def test_every_declared_option_has_help_and_every_le_option_a_stage_tag() -> None:
@@ -91,8 +92,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path: Path,
         env=env,
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
-    assert "gamma = 0.5    [recbole_lea/properties/model/rl.yaml]" in shown.stdout
-    assert "MAX_ITEM_LIST_LENGTH = 10    [recbole_lea/properties/overall.yaml]" in shown.stdout
+    assert "gamma = 0.5    [properties/model/rl.yaml]" in shown.stdout
+    assert "MAX_ITEM_LIST_LENGTH = 10    [properties/overall.yaml]" in shown.stdout
     run = subprocess.run(
         [str(bindir / "run_recbole_lea"), *args], cwd=elsewhere, capture_output=True, text=True, env=env
     )

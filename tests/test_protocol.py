@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recbole_lea.data.rows import sequence_parts
+from recbole_lea.data.split import sequence_parts
 from recbole_lea.errors import ConfigError
 from recbole_lea.le.model import LEModel
 from recbole_lea.le.testing import save_tiny_llm, tiny_lea_options, write_tiny_dataset

@@ -96,11 +96,11 @@ def test_comparison_cache_follows_data_and_le_code(tmp_path: Path, monkeypatch: 
 
 
 def test_le_code_version_enters_the_comparison_key(lea_setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from recbole_lea.le import build as le_build
+    from recbole_lea.le import plan as le_plan
 
     opts = lea_setup["options"]
     digest, _ = runner.inputs_digest("SA2C_LEA", "tiny", [], opts)
-    monkeypatch.setattr(le_build, "code_version", lambda: "f" * 64)
+    monkeypatch.setattr(le_plan, "code_version", lambda: "f" * 64)
     other, _ = runner.inputs_digest("SA2C_LEA", "tiny", [], opts)
     assert digest["le"] != other["le"]
 
@@ -291,7 +291,7 @@ def test_two_builds_at_once_compute_each_stage_once(lea_setup: dict[str, Any]) -
 
 
 def test_leftovers_of_a_killed_build_are_removed(lea_setup: dict[str, Any]) -> None:
-    from recbole_lea.le.cache import remove_stale_tmp
+    from recbole_lea.files import remove_stale_tmp
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

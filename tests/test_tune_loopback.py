@@ -91,7 +91,7 @@ def test_local_sweep_listens_on_loopback_only(tmp_path: Path, monkeypatch: pytes
         output_dir=tmp_path / "sweep",
         num_cpus=1,
         run_fn_ref="test_tune_loopback:probe_run",
-        verbose=0,
+        quiet=True,
     )
     assert summary["n_ok"] == 1, [r["error"] for r in summary["trials"]]
     assert not ray.is_initialized()  # run_sweep shut its own node down

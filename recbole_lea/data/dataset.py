@@ -19,8 +19,8 @@ import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import FeatureType
 
-from recbole_lea.data.rows import training_row_mask
-from recbole_lea.le_files.fields import LE_PREFIX
+from recbole_lea.data.le_fields import LE_PREFIX
+from recbole_lea.data.split import training_row_mask
 
 __all__ = ["DONE_FIELD", "LE_PREFIX", "RLSequentialDataset", "training_row_mask"]
 
@@ -58,7 +58,7 @@ class RLSequentialDataset(SequentialDataset):
 
     def build(self) -> list[SequentialDataset]:
         if self.config["eval_protocol"] == "sequence":
-            from recbole_lea.experiments.protocol import split_by_sequence
+            from recbole_lea.data.split import split_by_sequence
 
             self._change_feat_format()
             datasets = split_by_sequence(self, self.config["sequence_split_ratios"], int(self.config["split_seed"]))

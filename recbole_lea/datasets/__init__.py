@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 _WHERE = {
     "convert_amazon": "amazon",
     "BadLimit": "common",
-    "ConvertOptions": "common",
+    "ConvertOptions": "options",
     "DatasetError": "common",
     "convert_csv": "generic",
     "convert_lcrec": "lcrec",
@@ -59,11 +59,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from recbole_lea.datasets.amazon import convert_amazon
-    from recbole_lea.datasets.common import BadLimit, ConvertOptions, DatasetError
+    from recbole_lea.datasets.common import BadLimit, DatasetError
     from recbole_lea.datasets.generic import convert_csv
     from recbole_lea.datasets.lcrec import convert_lcrec
     from recbole_lea.datasets.lfm1b import convert_lfm1b
     from recbole_lea.datasets.ml100k import convert_ml100k, ensure_ml100k
+    from recbole_lea.datasets.options import ConvertOptions
     from recbole_lea.datasets.stats import dataset_stats, format_stats
     from recbole_lea.datasets.validate import check_atomic_inter
     from recbole_lea.datasets.writer import ConversionReport, DatasetSpec, TextField, filter_min_inter

@@ -15,15 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from recbole_lea.datasets.common import (
-    BadLines,
-    ConvertOptions,
-    EventBuffer,
-    Progress,
-    iter_lines,
-    loads_json_line,
-    strip_html,
-)
+from recbole_lea.datasets.common import BadLines, EventBuffer, Progress, iter_lines, loads_json_line, strip_html
+from recbole_lea.datasets.options import ConvertOptions
 from recbole_lea.datasets.writer import (
     ConversionReport,
     DatasetSpec,

@@ -8,10 +8,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from recbole_lea.datasets.common import DEFAULT_MAX_BAD, DEFAULT_MAX_WORDS, BadLimit, ConvertOptions, DatasetError
-from recbole_lea.datasets.sessions import SessionCut
-from recbole_lea.datasets.writer import ConversionReport, check_verb, logger
+from recbole_lea.datasets.common import DatasetError
+from recbole_lea.datasets.options import ConvertFlags, ConvertOptions
+from recbole_lea.datasets.writer import ConversionReport, logger
+from recbole_lea.errors import ConfigError
+from recbole_lea.options import add_option, build, specs_of
 
 EPILOG = """Every converter writes <out>/<name>/<name>.inter, <name>.item, <name>.yaml and
 conversion_report.json (atomically); runs read the dataset yaml from that folder (--yaml-out
@@ -20,78 +23,21 @@ See atomic_datasets/README.md and docs/datasets.md."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("output and filtering (all converters)")
-    g.add_argument(
-        "--out",
-        "--data_path",
-        dest="out",
-        default="atomic_datasets",
-        help="parent folder of the dataset folder (default: atomic_datasets)",
-    )
-    g.add_argument(
-        "--yaml-out",
-        default=None,
-        help="also write the dataset yaml here (it is always written beside the atomic files, where runs read it)",
-    )
-    g.add_argument(
-        "--min-inter",
-        type=int,
-        default=0,
-        metavar="K",
-        help="drop items and sequences with fewer than K interactions, until stable (paper: 3; default off)",
-    )
-    g.add_argument(
-        "--max-bad-lines",
-        default=DEFAULT_MAX_BAD,
-        metavar="N|P%",
-        help="fail when a file has more malformed lines than N, or than P%% of its lines "
-        f"(default {DEFAULT_MAX_BAD.replace('%', '%%')})",
-    )
-    g.add_argument(
-        "--max-words",
-        type=int,
-        default=DEFAULT_MAX_WORDS,
-        metavar="N",
-        help=f"keep the first N words of each item text value (default {DEFAULT_MAX_WORDS}; 0 = no limit)",
-    )
-    g.add_argument(
-        "--drop-duplicates",
-        action="store_true",
-        help="drop rows repeating an earlier (user, item, timestamp); default: keep and report them",
-    )
-    g.add_argument(
-        "--verb",
-        default=None,
-        help="le_item_verb of the dataset yaml, for the LE instruction 'The user has <verb> these <noun>s' "
-        "(default: watched for ml100k, bought for amazon and lcrec, 'listened to' for lfm1b, "
-        "'interacted with' for csv)",
-    )
-    g.add_argument("--quiet", action="store_true", help="no progress bars and no report on stdout (warnings still)")
-    s = p.add_argument_group(
-        "sessions (converters of data with timestamps)",
-        "Cut each user's log into sessions, each session one sequence with user_id '<user>|<k>' "
-        "(k = 1, 2, ... in time order); --min-inter applies to the sessions, after cutting.",
-    )
-    s.add_argument(
-        "--session-window",
-        default=None,
-        metavar="DAYS",
-        help="fixed windows of DAYS days, the same for every user, counted from --session-origin "
-        "(the paper's LFM: 3); exclusive with --session-gap",
-    )
-    s.add_argument(
-        "--session-gap",
-        default=None,
-        metavar="HOURS",
-        help="a new session after more than HOURS hours without an event of the user",
-    )
-    s.add_argument(
-        "--session-origin",
-        default=None,
-        metavar="TIME",
-        help="start of the --session-window windows: unix seconds or an ISO date (UTC) (default "
-        "1970-01-01, so windows are aligned to UTC days; lfm1b: the start of its --days/--start slice)",
-    )
+    """The flags every converter shares, from their declarations (:class:`ConvertFlags`)."""
+    specs = specs_of(ConvertFlags)
+    groups = {
+        "output and filtering (all converters)": [n for n in specs if not n.startswith("session_")],
+        "sessions (converters of data with timestamps)": [n for n in specs if n.startswith("session_")],
+    }
+    notes = {
+        "sessions (converters of data with timestamps)": "Cut each user's log into sessions, each session one "
+        "sequence with user_id '<user>|<k>' (k = 1, 2, ... in time order); --min-inter applies to the sessions, "
+        "after cutting."
+    }
+    for title, names in groups.items():
+        group = p.add_argument_group(title, notes.get(title))
+        for name in names:
+            add_option(group, specs[name], dashes=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    _add_lcrec(sub)
+    _add_amazon(sub)
+    _add_lfm1b(sub)
+    _add_ml100k(sub)
+    _add_csv(sub)
+    _add_stats(sub)
+    return parser
 
+
+def _add_lcrec(sub: Any) -> None:
     p = sub.add_parser("lcrec", help="LC-Rec JSON (*.inter.json + *.item.json)", epilog=EPILOG)
     p.add_argument("source", nargs="?", help="folder with one *.inter.json and one *.item.json")
     p.add_argument("--inter-json", help="the *.inter.json file (instead of a folder)")
@@ -115,12 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
 
+
+def _add_amazon(sub: Any) -> None:
     p = sub.add_parser("amazon", help="raw Amazon Review Data 2018 (reviews + meta JSON lines)", epilog=EPILOG)
     p.add_argument("--reviews", required=True, help="<Category>.json or <Category>_5.json (gzip or plain)")
     p.add_argument("--meta", required=True, help="meta_<Category>.json (gzip or plain)")
     p.add_argument("--name", help="dataset name (default: amazon-<category>)")
     _common(p)
 
+
+def _add_lfm1b(sub: Any) -> None:
     p = sub.add_parser("lfm1b", help="raw LFM-1b TSV files (events, tracks, albums, artists)", epilog=EPILOG)
     p.add_argument("folder", nargs="?", help="folder with LFM-1b_LEs.txt, LFM-1b_tracks.txt, ... (.gz accepted)")
     p.add_argument("--les", help="listening events file (default <folder>/LFM-1b_LEs.txt)")
@@ -150,10 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artists-columns", default=None, help="column names of the artists file (default artist,name)")
     _common(p)
 
+
+def _add_ml100k(sub: Any) -> None:
     p = sub.add_parser("ml100k", help="ml-100k from the recbole wheel (keeps the wheel's row order)", epilog=EPILOG)
     p.add_argument("--name", default="ml-100k", help="dataset name (default ml-100k; another one with sessions)")
     _common(p)
 
+
+def _add_csv(sub: Any) -> None:
     p = sub.add_parser("csv", help="a generic interactions CSV/TSV (+ items CSV/TSV with text columns)", epilog=EPILOG)
     p.add_argument("--inter", required=True, help="interactions file with a header row")
     p.add_argument("--items", default=None, help="items file with a header row (id + text columns)")
@@ -194,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
 
+
+def _add_stats(sub: Any) -> None:
     p = sub.add_parser("stats", help="print Table 1 style statistics of an atomic dataset")
     p.add_argument("name", help="dataset name (folder under --data_path)")
     p.add_argument(
@@ -204,29 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="parent folder of the dataset (default atomic_datasets)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    return parser
 
 
 def _options(args: argparse.Namespace, name: str) -> ConvertOptions:
-    yaml_out = args.yaml_out
-    if yaml_out is not None and yaml_out.lower() in ("none", "-", ""):
-        yaml_out = None
-    if args.max_words < 0:
-        raise DatasetError(f"--max-words {args.max_words} must be >= 0")
-    if args.verb is not None:
-        check_verb(args.verb)
-    sessions = SessionCut.from_options(args.session_window, args.session_gap, args.session_origin)
-    return ConvertOptions(
-        out=args.out,
-        yaml_out=yaml_out,
-        min_inter=args.min_inter,
-        max_bad=BadLimit.parse(args.max_bad_lines),
-        max_words=args.max_words or None,
-        drop_duplicates=args.drop_duplicates,
-        progress=not args.quiet and sys.stderr.isatty(),
-        verb=args.verb,
-        sessions=sessions,
-    )
+    flags = {n: getattr(args, n) for n in specs_of(ConvertFlags)}
+    try:
+        return build(ConvertFlags, flags, "the command line").options()
+    except ConfigError as err:
+        raise DatasetError(str(err)) from None
 
 
 def _split_list(text: str | None) -> list[str]:

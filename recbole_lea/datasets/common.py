@@ -17,14 +17,11 @@ import re
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from recbole_lea.errors import ConfigError
-
-if TYPE_CHECKING:
-    from recbole_lea.datasets.sessions import SessionCut
 
 try:  # orjson parses review lines several times faster; the stdlib parser is the fallback
     import orjson
@@ -346,24 +343,3 @@ def clean_text(value: object, max_words: int | None = None) -> tuple[str, bool]:
         if len(words) > max_words:
             return " ".join(words[:max_words]), True
     return text, False
-
-
-# --------------------------------------------------------------------------- options
-
-
-@dataclass
-class ConvertOptions:
-    """Options every converter shares (the CLI's common flags)."""
-
-    out: str = "atomic_datasets"  # --out: parent folder of <name>/
-    yaml_out: str | None = None  # --yaml-out: where the dataset yaml goes (None: not written)
-    min_inter: int = 0  # --min-inter: the paper's k (3); 0 or 1 = no filter
-    max_bad: BadLimit = field(default_factory=lambda: BadLimit.parse(DEFAULT_MAX_BAD))  # --max-bad-lines
-    max_words: int | None = DEFAULT_MAX_WORDS  # --max-words: words kept per text value
-    drop_duplicates: bool = False  # --drop-duplicates: drop repeated (user, item, time) rows
-    progress: bool = False  # tqdm bars on stderr
-    verb: str | None = None  # --verb: le_item_verb of the dataset yaml (None: the converter's own)
-    sessions: SessionCut | None = None  # --session-window/--session-gap: each session one sequence (None: one per user)
-
-    def bad_lines(self, path: str) -> BadLines:
-        return BadLines(path=path, limit=self.max_bad)

@@ -23,14 +23,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from recbole_lea.datasets.common import (
-    BadLines,
-    ConvertOptions,
-    DatasetError,
-    EventBuffer,
-    Progress,
-    open_binary,
-)
+from recbole_lea.datasets.common import BadLines, DatasetError, EventBuffer, Events, Progress, open_binary
+from recbole_lea.datasets.options import ConvertOptions
 from recbole_lea.datasets.validate import RECBOLE_TYPES
 from recbole_lea.datasets.writer import (
     DEFAULT_VERB,
@@ -312,8 +306,37 @@ def convert_csv(
     types are stripped from the names, and an items file's ``token`` columns stay ``token``.
     """
     opts = opts or ConvertOptions()
+    _validate_early(name, text_cols, template, noun, opts)
+    tcols = time_columns(time_col, time_format)
+    report = ConversionReport(name=name, command="csv")
+    buf, tcols = _read_interactions(
+        inter, sep, opts, report, tcols, time_col, time_format, user_col=user_col, item_col=item_col
+    )
+    ev = finalize_events(
+        buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates, sessions=opts.sessions
+    )
+
+    texts: dict[int, list[object]] = {}
+    fields: list[str] = [split_type(f)[0] for f in text_cols] if text_cols else []
+    kinds: dict[str, str | None] = {}
+    if items:
+        texts, fields, kinds = _read_items(
+            items, ev, buf, opts, report, fields, sep=sep, items_sep=items_sep, id_col=item_id_col or item_col
+        )
+    elif not fields:
+        report.notes.append("no items file: the .item file has ids only")
+    spec = _dataset_spec(name, fields, kinds, token_cols, tcols, template, noun, opts)
+    spec.validate()
+    write_dataset(ev, texts, spec, opts.out, report, yaml_out=opts.yaml_out, max_words=opts.max_words)
+    return report
+
+
+def _validate_early(
+    name: str, text_cols: Sequence[str] | None, template: str | None, noun: str, opts: ConvertOptions
+) -> None:
+    """Fail on a bad name, noun, verb or template before reading a big file."""
     early = [_field_name(split_type(f)[0]) for f in text_cols or ()]
-    DatasetSpec(  # fail on a bad name, noun, verb or template before reading a big file
+    DatasetSpec(
         name=name,
         text_fields=[TextField(f) for f in early],
         template=template if template and text_cols else "[item]",
@@ -321,8 +344,45 @@ def convert_csv(
         command="csv",
         verb=opts.verb or DEFAULT_VERB,
     ).validate()
-    tcols = time_columns(time_col, time_format)
-    report = ConversionReport(name=name, command="csv")
+
+
+def _settle_time_columns(
+    header: Header,
+    tcols: list[str] | None,
+    time_col: str | Sequence[str] | None,
+    inter: str,
+    opts: ConvertOptions,
+    report: ConversionReport,
+) -> list[str]:
+    """The time columns once the header is known: ``timestamp`` when none was named and the file
+    has it; a session option without any time column is an error."""
+    if tcols is None:
+        tcols = [AUTO_TIME_COL] if AUTO_TIME_COL in header.index else []
+        if tcols:
+            report.notes.append(f"time column {AUTO_TIME_COL!r} found and used (--time-col none keeps file order)")
+    if opts.sessions is not None and not tcols:
+        said = "--time-col none" if time_col is not None else f"it has no column {AUTO_TIME_COL!r}"
+        raise opts.sessions.needs_time(
+            f"{inter} is read without a time column ({said})",
+            "pass --time-col COLUMN (or several: --time-col year,month,day), or drop the session option",
+        )
+    return tcols
+
+
+def _read_interactions(
+    inter: str,
+    sep: str | None,
+    opts: ConvertOptions,
+    report: ConversionReport,
+    tcols: list[str] | None,
+    time_col: str | Sequence[str] | None,
+    time_format: str | None,
+    *,
+    user_col: str,
+    item_col: str,
+) -> tuple[EventBuffer, list[str]]:
+    """Stream the interactions file into an event buffer (bad rows counted, the file reported);
+    returns the buffer and the time columns used (empty: file order, with a warning)."""
     isep = detect_sep(inter, sep, "interactions file", "--inter")
     bad = opts.bad_lines(inter)
     buf = EventBuffer()
@@ -333,16 +393,7 @@ def convert_csv(
 
     def columns(header: Header) -> None:
         nonlocal tcols, cols, parse_time, expected
-        if tcols is None:
-            tcols = [AUTO_TIME_COL] if AUTO_TIME_COL in header.index else []
-            if tcols:
-                report.notes.append(f"time column {AUTO_TIME_COL!r} found and used (--time-col none keeps file order)")
-        if opts.sessions is not None and not tcols:
-            said = "--time-col none" if time_col is not None else f"it has no column {AUTO_TIME_COL!r}"
-            raise opts.sessions.needs_time(
-                f"{inter} is read without a time column ({said})",
-                "pass --time-col COLUMN (or several: --time-col year,month,day), or drop the session option",
-            )
+        tcols = _settle_time_columns(header, tcols, time_col, inter, opts, report)
         cols = header.need([user_col, item_col, *tcols], "--user-col/--item-col/--time-col")
         if tcols:
             parse_time, expected = time_parser(tcols, time_format)
@@ -355,12 +406,8 @@ def convert_csv(
                 bad.add(number, "empty user or item id")
                 continue
             if parse_time is not None:
-                values = [row[j].strip() for j in cols[2:]]
-                try:
-                    t = parse_time(values)
-                except (ValueError, OverflowError):
-                    shown = " ".join(values)[:30]
-                    bad.add(number, f"time {shown!r} ({','.join(tcols or [])}) is not {expected}")
+                t = _row_time(row, number, cols[2:], parse_time, tcols or [], expected, bad)
+                if t is None:
                     continue
             else:
                 t = float(position)
@@ -373,50 +420,93 @@ def convert_csv(
     tcols = tcols or []
     if not tcols:
         report.warn(NO_TIME_WARNING)
-    ev = finalize_events(
-        buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates, sessions=opts.sessions
+    return buf, tcols
+
+
+def _row_time(
+    row: list[str],
+    number: int,
+    positions: list[int],
+    parse_time: Callable[[list[str]], float],
+    tcols: list[str],
+    expected: str,
+    bad: BadLines,
+) -> float | None:
+    """The row's time from its time columns, or ``None`` (the line counted bad) when it does not parse."""
+    values = [row[j].strip() for j in positions]
+    try:
+        return parse_time(values)
+    except (ValueError, OverflowError):
+        shown = " ".join(values)[:30]
+        bad.add(number, f"time {shown!r} ({','.join(tcols)}) is not {expected}")
+        return None
+
+
+def _read_items(
+    items: str,
+    ev: Events,
+    buf: EventBuffer,
+    opts: ConvertOptions,
+    report: ConversionReport,
+    fields: list[str],
+    *,
+    sep: str | None,
+    items_sep: str | None,
+    id_col: str,
+) -> tuple[dict[int, list[object]], list[str], dict[str, str | None]]:
+    """The text of every kept item from the items file (the first row of a repeated id); returns
+    ``code -> values``, the text columns (all but the id when none were named) and their types."""
+    jsep = detect_sep(
+        items, items_sep or sep, "items file", "--items", "--items-sep" if items_sep or not sep else "--sep"
     )
-
+    ibad = opts.bad_lines(items)
+    id_name = split_type(id_col)[0]
+    wanted_items = np.zeros(len(ev.item_tokens), dtype=bool)
+    wanted_items[ev.items] = True
     texts: dict[int, list[object]] = {}
-    fields: list[str] = [split_type(f)[0] for f in text_cols] if text_cols else []
     kinds: dict[str, str | None] = {}
-    if items:
-        jsep = detect_sep(
-            items, items_sep or sep, "items file", "--items", "--items-sep" if items_sep or not sep else "--sep"
-        )
-        ibad = opts.bad_lines(items)
-        id_name = split_type(item_id_col or item_col)[0]
-        wanted_items = np.zeros(len(ev.item_tokens), dtype=bool)
-        wanted_items[ev.items] = True
-        idx: list[int] = []
-        dup = 0
+    idx: list[int] = []
+    dup = 0
 
-        def item_columns(header: Header) -> None:
-            nonlocal fields, idx, kinds
-            if not fields:
-                fields = [h for h in header.index if h != id_name]
-            idx = header.need([id_name, *fields], "--item-id-col/--text-cols")
-            kinds = header.types
+    def item_columns(header: Header) -> None:
+        nonlocal fields, idx, kinds
+        if not fields:
+            fields = [h for h in header.index if h != id_name]
+        idx = header.need([id_name, *fields], "--item-id-col/--text-cols")
+        kinds = header.types
 
-        with Progress("items", opts.progress) as bar:
-            for _number, _header, row in iter_rows(
-                items, jsep, ibad, "items file", "--items", "--items-sep", on_header=item_columns
-            ):
-                bar.tick()
-                code = buf.items_map.get(row[idx[0]].strip())
-                if code is None or not wanted_items[code]:
-                    continue
-                if code in texts:
-                    dup += 1
-                    continue
-                texts[code] = [row[j] for j in idx[1:]]
-        report.add_file("items", ibad)
-        ibad.check()
-        report.set("item_rows_repeating_an_id", dup)
-        if dup:
-            report.notes.append(f"{dup} item rows repeat an id already read; the first row was used")
-    elif not fields:
-        report.notes.append("no items file: the .item file has ids only")
+    with Progress("items", opts.progress) as bar:
+        for _number, _header, row in iter_rows(
+            items, jsep, ibad, "items file", "--items", "--items-sep", on_header=item_columns
+        ):
+            bar.tick()
+            code = buf.items_map.get(row[idx[0]].strip())
+            if code is None or not wanted_items[code]:
+                continue
+            if code in texts:
+                dup += 1
+                continue
+            texts[code] = [row[j] for j in idx[1:]]
+    report.add_file("items", ibad)
+    ibad.check()
+    report.set("item_rows_repeating_an_id", dup)
+    if dup:
+        report.notes.append(f"{dup} item rows repeat an id already read; the first row was used")
+    return texts, fields, kinds
+
+
+def _dataset_spec(
+    name: str,
+    fields: list[str],
+    kinds: dict[str, str | None],
+    token_cols: Sequence[str],
+    tcols: list[str],
+    template: str | None,
+    noun: str,
+    opts: ConvertOptions,
+) -> DatasetSpec:
+    """The dataset's spec: one text field per column (``token`` for ``--token-cols`` and columns
+    typed ``token``/``float``, else ``token_seq``); unknown ``--token-cols`` are an error."""
     token_set = {split_type(c)[0] for c in token_cols}
     unknown = sorted(token_set - set(fields))
     if unknown:
@@ -428,7 +518,7 @@ def convert_csv(
         return "token_seq"
 
     names = [_field_name(f) for f in fields]
-    spec = DatasetSpec(
+    return DatasetSpec(
         name=name,
         text_fields=[TextField(n, kind(f)) for n, f in zip(names, fields)],
         template=template or default_template(noun, names),
@@ -441,9 +531,6 @@ def convert_csv(
             else "file position (no time column): sequences keep file order"
         ),
     )
-    spec.validate()
-    write_dataset(ev, texts, spec, opts.out, report, yaml_out=opts.yaml_out, max_words=opts.max_words)
-    return report
 
 
 def _field_name(column: str) -> str:

@@ -13,7 +13,8 @@ import json
 import os
 
 from recbole_lea.datasets.amazon import amazon_spec
-from recbole_lea.datasets.common import ConvertOptions, DatasetError, EventBuffer
+from recbole_lea.datasets.common import DatasetError, EventBuffer
+from recbole_lea.datasets.options import ConvertOptions
 from recbole_lea.datasets.writer import ConversionReport, finalize_events, write_dataset
 
 #: ``.item`` field <- LC-Rec item key (override with ``--fields title=title,...``).

@@ -24,15 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recbole_lea.datasets.common import (
-    BadLines,
-    ConvertOptions,
-    DatasetError,
-    EventBuffer,
-    IdMap,
-    Progress,
-    iter_lines,
-)
+from recbole_lea.datasets.common import BadLines, DatasetError, EventBuffer, IdMap, Progress, iter_lines
+from recbole_lea.datasets.options import ConvertOptions
 from recbole_lea.datasets.sessions import parse_instant
 from recbole_lea.datasets.writer import (
     ConversionReport,
@@ -189,32 +182,92 @@ def convert_lfm1b(
         "albums": resolve(folder, "albums", albums),
         "artists": resolve(folder, "artists", artists),
     }
-    if not paths["les"]:
+    les_path = paths["les"]
+    if not les_path:
         raise DatasetError("no LFM-1b events file: pass the LFM-1b folder or --les PATH")
     if days is not None and days <= 0:
         raise DatasetError(f"--days {days} must be positive")
     report = ConversionReport(name=name, command="lfm1b")
+    lo, use_window = _window_start(start, days, les_path, cols["les"])
+    events = _read_events(les_path, cols["les"], opts, report, lo=lo, days=days, use_window=use_window)
+    sessions = opts.sessions
+    if sessions is not None and events.lo is not None:
+        sessions = sessions.anchored(events.lo)  # the slice's start (the paper's 3 days: one session per user)
+    ev = finalize_events(
+        events.buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates, sessions=sessions
+    )
 
+    wanted = np.zeros(len(ev.item_tokens), dtype=bool)
+    wanted[ev.items] = True
+    t_album, t_artist = events.track_codes()
+    titles = _read_tracks(paths["tracks"], cols["tracks"], events, wanted, t_artist, opts, report)
+    album_names = _names(
+        paths["albums"], "albums", cols["albums"], events.albums, t_album[wanted[: len(t_album)]], opts, report
+    )
+    artist_names = _names(
+        paths["artists"], "artists", cols["artists"], events.artists, t_artist[wanted[: len(t_artist)]], opts, report
+    )
+    texts = _item_texts(wanted, titles, t_album, t_artist, album_names, artist_names)
+    write_dataset(ev, texts, spec, opts.out, report, yaml_out=opts.yaml_out, max_words=opts.max_words)
+    return report
+
+
+def _window_start(start: str | int | None, days: float | None, les: str, cols: Columns) -> tuple[int | None, bool]:
+    """The window's start from ``--start`` (``None`` for ``first``: the first valid event) and
+    whether there is a window (``--days``, or ``--start`` as unix seconds or a date)."""
     lo: int | None = None
     start_mode = parse_start(start)
     if start_mode == "earliest":
-        lo = _earliest(paths["les"], cols["les"])
+        lo = _earliest(les, cols)
     elif isinstance(start_mode, int):
         lo = start_mode
     use_window = days is not None or isinstance(start_mode, int)
+    return lo, use_window
 
-    # ---- events
-    c = cols["les"]
+
+@dataclass
+class _EventPass:
+    """The events pass: the kept events, each track's album and artist codes (``-1``: none) from
+    its first kept event, and the window's start (``None`` when it never opened)."""
+
+    buf: EventBuffer
+    albums: IdMap
+    artists: IdMap
+    track_album: array
+    track_artist: array
+    lo: int | None
+
+    def track_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Album and artist code of each track as int32 arrays (the artists' a writable copy)."""
+        t_album = np.frombuffer(self.track_album, dtype=np.int32) if len(self.track_album) else np.zeros(0, np.int32)
+        t_artist = (
+            np.frombuffer(self.track_artist, dtype=np.int32).copy() if len(self.track_artist) else np.zeros(0, np.int32)
+        )
+        return t_album, t_artist
+
+
+def _read_events(
+    path: str,
+    c: Columns,
+    opts: ConvertOptions,
+    report: ConversionReport,
+    *,
+    lo: int | None,
+    days: float | None,
+    use_window: bool,
+) -> _EventPass:
+    """Stream the events file, keeping the valid events inside the window (when there is one);
+    reports the file and the window."""
     u_col, tr_col, t_col = c.index["user"], c.index["track"], c.index["timestamp"]
     al_col, ar_col = c.get("album"), c.get("artist")
     buf = EventBuffer()
     albums_map, artists_map = IdMap(), IdMap()
     track_album, track_artist = array("i"), array("i")
-    bad = opts.bad_lines(paths["les"])
+    bad = opts.bad_lines(path)
     outside = last = 0
     hi: float | None = None
     with Progress("listening events", opts.progress) as bar:
-        for number, line in iter_lines(paths["les"], "LFM-1b events file", "--les"):
+        for number, line in iter_lines(path, "LFM-1b events file", "--les"):
             last = number
             bar.tick()
             parts = _split(line, number, c, bad)
@@ -252,50 +305,55 @@ def convert_lfm1b(
         report.set("window_start", lo if lo is not None else 0)
         report.set("window_end", int(hi) if hi is not None and hi != float("inf") else 0)
         report.set("events_outside_window", outside)
-    sessions = opts.sessions
-    if sessions is not None and lo is not None:
-        sessions = sessions.anchored(lo)  # the slice's start (the paper's 3 days: one session per user)
-    ev = finalize_events(
-        buf.freeze(), report, min_inter=opts.min_inter, drop_duplicates=opts.drop_duplicates, sessions=sessions
-    )
+    return _EventPass(buf, albums_map, artists_map, track_album, track_artist, lo)
 
-    wanted = np.zeros(len(ev.item_tokens), dtype=bool)
-    wanted[ev.items] = True
+
+def _read_tracks(
+    path: str | None,
+    tc: Columns,
+    events: _EventPass,
+    wanted: np.ndarray,
+    t_artist: np.ndarray,
+    opts: ConvertOptions,
+    report: ConversionReport,
+) -> dict[int, str]:
+    """``code -> title`` of the kept tracks from the tracks file; a track's artist there replaces
+    the one of its first event (in ``t_artist``)."""
     titles: dict[int, str] = {}
-    t_album = np.frombuffer(track_album, dtype=np.int32) if len(track_album) else np.zeros(0, np.int32)
-    t_artist = np.frombuffer(track_artist, dtype=np.int32).copy() if len(track_artist) else np.zeros(0, np.int32)
-
-    # ---- tracks: name and canonical artist
-    if paths["tracks"]:
-        tc = cols["tracks"]
-        tbad = opts.bad_lines(paths["tracks"])
-        last = 0
-        id_col, name_col, art_col = tc.index["track"], tc.index["name"], tc.get("artist")
-        with Progress("tracks", opts.progress) as bar:
-            for number, line in iter_lines(paths["tracks"], "LFM-1b tracks file", "--tracks"):
-                last = number
-                bar.tick()
-                parts = _split(line, number, tc, tbad)
-                if parts is None:
-                    continue
-                code = buf.items_map.get(parts[id_col])
-                if code is None or not wanted[code] or code in titles:
-                    continue
-                titles[code] = parts[name_col]
-                if art_col is not None and parts[art_col]:
-                    t_artist[code] = artists_map.code(parts[art_col])
-        tbad.lines_read = max(tbad.lines_read, last)
-        report.add_file("tracks", tbad)
-        tbad.check()
-    else:
+    if not path:
         report.notes.append("no tracks file: titles are empty")
+        return titles
+    tbad = opts.bad_lines(path)
+    last = 0
+    id_col, name_col, art_col = tc.index["track"], tc.index["name"], tc.get("artist")
+    with Progress("tracks", opts.progress) as bar:
+        for number, line in iter_lines(path, "LFM-1b tracks file", "--tracks"):
+            last = number
+            bar.tick()
+            parts = _split(line, number, tc, tbad)
+            if parts is None:
+                continue
+            code = events.buf.items_map.get(parts[id_col])
+            if code is None or not wanted[code] or code in titles:
+                continue
+            titles[code] = parts[name_col]
+            if art_col is not None and parts[art_col]:
+                t_artist[code] = events.artists.code(parts[art_col])
+    tbad.lines_read = max(tbad.lines_read, last)
+    report.add_file("tracks", tbad)
+    tbad.check()
+    return titles
 
-    album_names = _names(
-        paths["albums"], "albums", cols["albums"], albums_map, t_album[wanted[: len(t_album)]], opts, report
-    )
-    artist_names = _names(
-        paths["artists"], "artists", cols["artists"], artists_map, t_artist[wanted[: len(t_artist)]], opts, report
-    )
+
+def _item_texts(
+    wanted: np.ndarray,
+    titles: dict[int, str],
+    t_album: np.ndarray,
+    t_artist: np.ndarray,
+    album_names: dict[int, str],
+    artist_names: dict[int, str],
+) -> dict[int, list[object]]:
+    """``code -> [title, album, artist]`` of the kept tracks that have a title or any name."""
     texts: dict[int, list[object]] = {}
     for code in np.flatnonzero(wanted):
         code = int(code)
@@ -307,8 +365,7 @@ def convert_lfm1b(
         ]
         if code in titles or any(row):
             texts[code] = row
-    write_dataset(ev, texts, spec, opts.out, report, yaml_out=opts.yaml_out, max_words=opts.max_words)
-    return report
+    return texts
 
 
 def _names(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import time
 
-from recbole_lea.datasets.common import ConvertOptions, DatasetError, EventBuffer, iter_lines
+from recbole_lea.datasets.common import DatasetError, EventBuffer, iter_lines
+from recbole_lea.datasets.options import ConvertOptions
 from recbole_lea.datasets.writer import (
     ConversionReport,
     DatasetSpec,
@@ -127,3 +128,18 @@ def ensure_ml100k(data_path: str) -> str:
     convert_ml100k(ConvertOptions(out=data_path), overwrite=overwrite)
     logger.info("ml-100k converted in %.1f s", time.time() - start)
     return folder
+
+
+def ensure_bundled(data_path: str, dataset: str) -> None:
+    """The one place that converts a dataset on first use: ml-100k, from the copy in the recbole
+    wheel, under a file lock in ``data_path`` (two processes started at once convert it once);
+    any other dataset is left as it is (a missing one is reported by whoever reads it)."""
+    if dataset != NAME or all(
+        os.path.isfile(os.path.join(data_path, NAME, f"{NAME}.{ext}")) for ext in ("inter", "item")
+    ):
+        return
+    from filelock import FileLock
+
+    os.makedirs(data_path, exist_ok=True)
+    with FileLock(os.path.join(data_path, f".{NAME}.lock"), timeout=24 * 3600):
+        ensure_ml100k(data_path)

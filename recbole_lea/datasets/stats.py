@@ -18,7 +18,7 @@ from recbole_lea.datasets.common import DatasetError
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
 
-def read_atomic(path: str, columns: list[str] | None = None) -> pd.DataFrame:
+def read_atomic_columns(path: str, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a RecBole atomic file as strings (float columns as float); header ``name:type``."""
     if not os.path.isfile(path):
         raise DatasetError(f"atomic file not found: {path} (convert the dataset first, or pass --data_path)")
@@ -74,7 +74,7 @@ def dataset_stats(name: str, data_path: str = "atomic_datasets") -> dict[str, An
     """Compute the statistics of ``<data_path>/<name>/<name>.inter`` (and ``.item``)."""
     folder = os.path.join(data_path, name)
     inter_path = os.path.join(folder, f"{name}.inter")
-    inter = read_atomic(inter_path, ["user_id", "item_id", "timestamp"])
+    inter = read_atomic_columns(inter_path, ["user_id", "item_id", "timestamp"])
     for col in ("user_id", "item_id"):
         if col not in inter.columns:
             raise DatasetError(f"{inter_path}: no {col} column")
@@ -107,7 +107,7 @@ def dataset_stats(name: str, data_path: str = "atomic_datasets") -> dict[str, An
     fields: list[str] = []
     fill: dict[str, float] = {}
     if os.path.isfile(item_path):
-        item = read_atomic(item_path).drop_duplicates("item_id")
+        item = read_atomic_columns(item_path).drop_duplicates("item_id")
         fields = _text_fields(folder, name, list(item.columns))
         used = pd.DataFrame({"item_id": items}).merge(item, on="item_id", how="left")
         out["item_rows"] = int(len(item))

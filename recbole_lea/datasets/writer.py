@@ -315,7 +315,7 @@ def _cut(ev: Events, cut: SessionCut, report: ConversionReport) -> tuple[Events,
 # --------------------------------------------------------------------------- yaml
 
 
-def render_yaml(spec: DatasetSpec, sessions: SessionCut | None = None, min_inter: int = 0) -> str:
+def render_dataset_yaml(spec: DatasetSpec, sessions: SessionCut | None = None, min_inter: int = 0) -> str:
     """The dataset yaml: RecBole's keys plus the LE's, every key with a one-line comment. A
     dataset cut into ``sessions`` says so in comments (the keys are the same)."""
     spec.validate()
@@ -496,7 +496,7 @@ def write_dataset(
     try:
         write_inter_file(os.path.join(tmp, f"{spec.name}.inter"), ev)
         write_item_file(os.path.join(tmp, f"{spec.name}.item"), ev, spec, texts, report, max_words)
-        yaml_text = render_yaml(spec, report.sessions, report.counts.get("filter_min_inter", 0))
+        yaml_text = render_dataset_yaml(spec, report.sessions, report.counts.get("filter_min_inter", 0))
         with open(os.path.join(tmp, f"{spec.name}.yaml"), "w", encoding="utf-8", newline="\n") as fh:
             fh.write(yaml_text)
         report.dataset_dir = target

@@ -30,8 +30,8 @@ import numpy as np
 import yaml
 from filelock import FileLock
 
+from recbole_lea.data.split import protocol_description
 from recbole_lea.errors import ConfigError
-from recbole_lea.experiments.protocol import protocol_description
 from recbole_lea.experiments.runner import (
     LOCK_TIMEOUT_S,
     RunFn,
@@ -44,7 +44,8 @@ from recbole_lea.experiments.runner import (
     to_jsonable,
     write_json_atomic,
 )
-from recbole_lea.options import PROPERTIES
+from recbole_lea.files import atomic_open, atomic_write_text
+from recbole_lea.options import PROPERTIES, build, opt
 
 logger = logging.getLogger(__name__)
 
@@ -147,82 +148,139 @@ def run_key(
     return f"{spec.slug}__seed{seed}__{config_hash(payload, files)}"
 
 
+@dataclass
+class CompareOptions:
+    """Options of ``run_compare_lea.py`` (a comparison of models over seeds)."""
+
+    dataset: str = opt("ml-100k", "the dataset every model runs on", flags=("-d",))
+    models: list[str] = opt(
+        [], "model specs: Name or Name:key=value,key=value (each once)", required=True, metavar="SPEC"
+    )
+    seeds: list[int] = opt(
+        [3], "one number N: seeds base_seed..base_seed+N-1; two or more numbers: those seeds", metavar="N"
+    )
+    base_seed: int = opt(2020, "first seed when --seeds is a count")
+    baseline: str | None = opt(None, "model spec the paired t-test compares against")
+    alpha: float = opt(0.01, "significance level of the `*` mark", gt=0, lt=1)
+    config_files: list[str] = opt([], "extra yaml config files for every run", metavar="FILE")
+    output_dir: str | None = opt(None, "where the table, CSVs and runs go (default results/compare/<dataset>)")
+    data_path: str | None = opt(None, "folder holding <dataset>/ (default atomic_datasets)")
+    recompute: bool = opt(False, "ignore stored run results and run again")
+    stored: bool = opt(
+        False,
+        "run nothing: table from the newest stored record of each model x seed with the same options, any code version",
+    )
+    threads: int | None = opt(1, "torch threads per run (None: torch's own setting)", ge=1)
+
+    def seed_values(self) -> list[int]:
+        """The seeds: one number is a count from ``base_seed``, several are the seeds."""
+        return seed_list(self.seeds[0] if len(self.seeds) == 1 else self.seeds, self.base_seed)
+
+
+def compare_options(**fields: Any) -> CompareOptions:
+    """:class:`CompareOptions` from keywords, every value checked (paths may be ``Path``; ``seeds``
+    may be one count)."""
+    fields = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in fields.items()}
+    if isinstance(fields.get("seeds"), int):
+        fields["seeds"] = [fields["seeds"]]
+    return build(CompareOptions, fields, "run_comparison")
+
+
 def run_comparison(
-    dataset: str,
-    models: Sequence[str | ModelSpec],
-    seeds: Sequence[int] | int = 3,
-    baseline: str | None = None,
-    config_file_list: Sequence[str] | None = None,
+    options: CompareOptions | None = None,
+    *,
     config_dict: Mapping[str, Any] | None = None,
-    output_dir: str | Path | None = None,
-    data_path: str | None = None,
-    alpha: float = 0.01,
     run_fn: RunFn | None = None,
-    torch_threads: int | None = 1,
-    recompute: bool = False,
-    stored: bool = False,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Run (or read back) every model x seed, then write ``table.md``, ``table.csv``, ``runs.csv``.
 
+    ``options`` (or its fields as keywords, :func:`compare_options`): what to compare;
+    ``config_dict``: config options of every run; ``run_fn``: what runs one (tests).
     ``stored``: run nothing; take each model x seed from the newest finished record in ``runs/``
     with the same model spec, seed and options, whatever code version wrote it (for tables over
     runs that straddle a code change that does not alter results). Missing ones raise.
 
     Returns ``{"runs": [...], "rows": [...], "markdown": str, ...}``.
     """
-    specs = [m if isinstance(m, ModelSpec) else parse_model_spec(m) for m in models]
+    opts = options or compare_options(**fields)
+    specs = [m if isinstance(m, ModelSpec) else parse_model_spec(m) for m in opts.models]
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--models: each model spec once, got {labels}")
-    seeds_ = seed_list(seeds)
-    if baseline is not None and baseline not in labels:
+    seeds = opts.seed_values()
+    if opts.baseline is not None and opts.baseline not in labels:
         raise ConfigError(
-            f"--baseline {baseline!r} is not one of --models {labels}: add it to --models or name one of them"
+            f"--baseline {opts.baseline!r} is not one of --models {labels}: add it to --models or name one of them"
         )
-    output_dir = Path(output_dir or Path("results") / "compare" / dataset).resolve()
+    output_dir = Path(opts.output_dir or Path("results") / "compare" / opts.dataset).resolve()
     runs_dir = output_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    files = absolute_files([str(DEFAULTS_FILE), *(config_file_list or [])])
+    files = absolute_files([str(DEFAULTS_FILE), *opts.config_files])
     base_config = dict(config_dict or {})
-    base_config["data_path"] = resolve_data_path(files, base_config, data_path)
+    base_config["data_path"] = resolve_data_path(files, base_config, opts.data_path)
 
     prepared: dict[str, dict[str, Any]] = {}  # LE fingerprint -> options that read that LE
     records: list[dict[str, Any]] = []
     for spec in specs:
-        for seed in seeds_:
-            options = {**base_config, **spec.overrides, "seed": seed}
-            if stored:
-                records.append(_stored_record(runs_dir, spec, seed, options))
-                continue
-            inputs, resolved = inputs_digest(spec.model, dataset, files, options)
-            key = run_key(spec, dataset, seed, files, options, inputs)
-            json_path = runs_dir / f"{key}.json"
-            record = None if recompute else _cached(json_path)
-            if record is None:
-                with FileLock(str(runs_dir / f".{key}.lock"), timeout=LOCK_TIMEOUT_S):
-                    record = None if recompute else _cached(json_path)
-                    if record is None:
-                        le_key = str(inputs.get("le"))
-                        if le_key not in prepared:
-                            prepared[le_key] = prepare_le(resolved)
-                        record = run_one(
-                            spec.model,
-                            dataset,
-                            files,
-                            {**options, **prepared[le_key]},
-                            run_dir=runs_dir / key,
-                            run_fn=run_fn,
-                            torch_threads=torch_threads,
-                        )
-                        record.update(label=spec.label, seed=seed, key=key, schema=RESULT_SCHEMA, inputs=inputs)
-                        _write_record(json_path, record)
-                        record["cached"] = False
-            records.append(record)
+        for seed in seeds:
+            run_options = {**base_config, **spec.overrides, "seed": seed}
+            if opts.stored:
+                records.append(_stored_record(runs_dir, spec, seed, run_options))
+            else:
+                records.append(_record(opts, spec, seed, files, run_options, runs_dir, prepared, run_fn))
+    return _write_tables(opts, records, labels, seeds, output_dir)
 
-    rows = summarise(records, labels, seeds_, baseline, alpha)
+
+def _record(
+    opts: CompareOptions,
+    spec: ModelSpec,
+    seed: int,
+    files: list[str],
+    run_options: dict[str, Any],
+    runs_dir: Path,
+    prepared: dict[str, dict[str, Any]],
+    run_fn: RunFn | None,
+) -> dict[str, Any]:
+    """The verified record of one run, read back when it exists (unless ``--recompute``), else
+    run and written; under a lock, so two drivers never run it twice. ``prepared``: the LE
+    options already built, by LE fingerprint."""
+    inputs, resolved = inputs_digest(spec.model, opts.dataset, files, run_options)
+    key = run_key(spec, opts.dataset, seed, files, run_options, inputs)
+    json_path = runs_dir / f"{key}.json"
+    record = None if opts.recompute else _cached(json_path)
+    if record is not None:
+        return record
+    with FileLock(str(runs_dir / f".{key}.lock"), timeout=LOCK_TIMEOUT_S):
+        record = None if opts.recompute else _cached(json_path)
+        if record is not None:
+            return record
+        le_key = str(inputs.get("le"))
+        if le_key not in prepared:
+            prepared[le_key] = prepare_le(resolved)
+        record = run_one(
+            spec.model,
+            opts.dataset,
+            files,
+            {**run_options, **prepared[le_key]},
+            run_dir=runs_dir / key,
+            run_fn=run_fn,
+            torch_threads=opts.threads,
+        )
+        record.update(label=spec.label, seed=seed, key=key, schema=RESULT_SCHEMA, inputs=inputs)
+        _write_record(json_path, record)
+        record["cached"] = False
+    return record
+
+
+def _write_tables(
+    opts: CompareOptions, records: list[dict[str, Any]], labels: list[str], seeds: list[int], output_dir: Path
+) -> dict[str, Any]:
+    """``table.md``, ``table.csv`` and ``runs.csv`` of the records, and what the call returns."""
+    rows = summarise(records, labels, seeds, opts.baseline, opts.alpha)
     protocols = sorted({protocol_line(r) for r in records if r.get("status") == "ok"})
-    markdown = render_markdown(rows, dataset, seeds_, baseline, alpha, protocols)
-    _write_text_atomic(output_dir / "table.md", markdown)
+    markdown = render_markdown(rows, opts.dataset, seeds, opts.baseline, opts.alpha, protocols)
+    atomic_write_text(output_dir / "table.md", markdown)
     _write_csv(output_dir / "table.csv", _table_csv_rows(rows))
     _write_csv(output_dir / "runs.csv", _runs_csv_rows(records))
     return {
@@ -230,7 +288,7 @@ def run_comparison(
         "rows": rows,
         "markdown": markdown,
         "output_dir": str(output_dir),
-        "seeds": seeds_,
+        "seeds": seeds,
         "protocols": protocols,
     }
 
@@ -489,16 +547,8 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         for key in row:
             if key not in columns:
                 columns.append(key)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns or ["empty"])
         writer.writeheader()
         for row in rows:
             writer.writerow(dict(row))
-    os.replace(tmp, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

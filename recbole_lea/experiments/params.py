@@ -93,7 +93,7 @@ def parse_params_text(text: str, source: str = "<params>") -> list[ParamSpec]:
 
 def params_file_path(name: str | Path) -> Path:
     """A params file by path, or by the name of a shipped one (``w_grid`` ->
-    ``recbole_lea/properties/experiments/w_grid.hyper``)."""
+    ``properties/experiments/w_grid.hyper``)."""
     from recbole_lea.errors import ConfigError
     from recbole_lea.options import PROPERTIES
 

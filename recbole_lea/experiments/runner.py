@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from filelock import FileLock
+
+from recbole_lea.datasets.ml100k import ensure_bundled
+from recbole_lea.files import atomic_write_text
 
 RunFn = Callable[..., dict[str, Any]]
 ValidCallback = Callable[[int, float, dict[str, Any]], None]
@@ -64,11 +66,7 @@ def to_jsonable(value: Any) -> Any:
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     """Write JSON to a temporary file in the same folder and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(to_jsonable(payload), indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(to_jsonable(payload), indent=2, sort_keys=True))
 
 
 def file_digest(path: str | Path) -> str:
@@ -165,16 +163,6 @@ def read_option(
 # shared caches, prepared by the driver
 
 
-def ensure_dataset(dataset: str, data_path: str) -> None:
-    """Convert ml-100k once (under a file lock: two drivers started at once wait for each other)."""
-    Path(data_path).mkdir(parents=True, exist_ok=True)
-    if dataset == "ml-100k":
-        from recbole_lea.datasets.ml100k import ensure_ml100k
-
-        with FileLock(str(Path(data_path) / ".ml-100k.lock"), timeout=LOCK_TIMEOUT_S):
-            ensure_ml100k(data_path)
-
-
 def inputs_digest(
     model: str, dataset: str, config_file_list: Sequence[str] | None, config_dict: Mapping[str, Any]
 ) -> tuple[dict[str, Any], Any]:
@@ -187,15 +175,15 @@ def inputs_digest(
 
     base = quick_start.base_dataset_name(dataset)
     data_path = str(config_dict.get("data_path") or DEFAULT_DATA_PATH)
-    ensure_dataset(base, data_path)
+    ensure_bundled(data_path, base)
     resolved = quick_start.resolve_run(model, dataset, list(config_file_list or []), dict(config_dict))
     digest: dict[str, Any] = {"code": source_digest(), "versions": stack_versions()}
     if resolved.lea and resolved.run.le_dir:
-        from recbole_lea.le_files.check import read_manifest
+        from recbole_lea.le.files import read_manifest
 
         digest["le"] = read_manifest(Path(resolved.run.le_dir)).get("checksums")
     elif resolved.lea:
-        from recbole_lea.le.build import plan_le
+        from recbole_lea.le.plan import plan_le
 
         digest["le"] = plan_le(
             resolved.dataset, resolved.data_path, resolved.le, quick_start.split_of(resolved.run)
@@ -271,19 +259,9 @@ def run_one(
     run_dir.mkdir(parents=True, exist_ok=True)
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
-    options = dict(config_dict or {})
-    # always per run: two runs started in the same second would otherwise share
-    # <checkpoint_dir>/<model>-<time>.pth
-    options["checkpoint_dir"] = str(run_dir / "saved")
-    options.setdefault("show_progress", False)
+    options = _run_options(config_dict, run_dir)
     valid_curve: list[dict[str, Any]] = []
-
-    def callback(epoch_idx: int, valid_score: float, valid_result: Any = None) -> None:
-        result = {str(k): float(v) for k, v in dict(valid_result or {}).items()}
-        valid_curve.append({"epoch": int(epoch_idx), "valid_score": float(valid_score), "valid_result": result})
-        if on_valid is not None:
-            on_valid(int(epoch_idx), float(valid_score), result)
-
+    callback = _valid_callback(valid_curve, on_valid)
     _reset_root_logger()
     fn = run_fn or resolve_run_fn()
     record: dict[str, Any] = {
@@ -304,49 +282,89 @@ def run_one(
             callback_fn=callback,
         )
     except Exception as err:  # a crashing run is recorded, not fatal
-        record.update(
-            status="failed",
-            error=f"{type(err).__name__}: {err}".strip().splitlines()[0][:500],
-            traceback=traceback.format_exc(),
-            valid_curve=valid_curve,
-            wall_time_s=time.perf_counter() - start,
-        )
+        record.update(_failure_fields(err, valid_curve, start))
         if not catch:
             write_json_atomic(run_dir / "error.json", record)
             raise
         return to_jsonable(record)
-    record.update(
-        status="ok",
-        error="",
-        wall_time_s=time.perf_counter() - start,
-        best_valid_score=result.get("best_valid_score"),
-        valid_score_bigger=result.get("valid_score_bigger", True),
-        best_valid_result=dict(result.get("best_valid_result") or {}),
-        test_result=dict(result.get("test_result") or {}),
-        model_file=result.get("model_file"),
-        config=_config_summary(result.get("config") or {}),
-        epoch_times=[float(t) for t in result.get("epoch_times") or []],
-        train_losses=[_loss_entry(e) for e in result.get("train_losses") or []],
-        valid_curve=valid_curve,
-        tensorboard_dir=_tensorboard_dir(),
-        n_queries=result.get("n_queries"),
-        le_dir=result.get("le_dir"),
-    )
+    record.update(_result_fields(result, valid_curve, start))
     if plot:
-        try:
-            from recbole_lea.experiments.plots import plot_learning_curves
-
-            record["curves_png"] = str(
-                plot_learning_curves(
-                    record["train_losses"],
-                    valid_curve,
-                    run_dir / "curves.png",
-                    title=f"{model} on {dataset} (seed {record['config'].get('seed')})",
-                )
-            )
-        except Exception as err:  # a picture never fails a run
-            record["curves_png"] = f"failed: {err}"
+        record["curves_png"] = _curves_png(record, valid_curve, run_dir, model, dataset)
     return to_jsonable(record)
+
+
+def _run_options(config_dict: Mapping[str, Any] | None, run_dir: Path) -> dict[str, Any]:
+    """The run's config dict: its own ``checkpoint_dir`` and, unless set, no progress bars."""
+    options = dict(config_dict or {})
+    # always per run: two runs started in the same second would otherwise share
+    # <checkpoint_dir>/<model>-<time>.pth
+    options["checkpoint_dir"] = str(run_dir / "saved")
+    options.setdefault("show_progress", False)
+    return options
+
+
+def _valid_callback(valid_curve: list[dict[str, Any]], on_valid: ValidCallback | None) -> Callable[..., None]:
+    """The trainer's ``callback_fn``: appends each validation to ``valid_curve`` and passes it to ``on_valid``."""
+
+    def callback(epoch_idx: int, valid_score: float, valid_result: Any = None) -> None:
+        result = {str(k): float(v) for k, v in dict(valid_result or {}).items()}
+        valid_curve.append({"epoch": int(epoch_idx), "valid_score": float(valid_score), "valid_result": result})
+        if on_valid is not None:
+            on_valid(int(epoch_idx), float(valid_score), result)
+
+    return callback
+
+
+def _failure_fields(err: BaseException, valid_curve: list[dict[str, Any]], start: float) -> dict[str, Any]:
+    """The record's fields for a run that raised ``err`` (call it while handling ``err``)."""
+    return {
+        "status": "failed",
+        "error": f"{type(err).__name__}: {err}".strip().splitlines()[0][:500],
+        "traceback": traceback.format_exc(),
+        "valid_curve": valid_curve,
+        "wall_time_s": time.perf_counter() - start,
+    }
+
+
+def _result_fields(result: Mapping[str, Any], valid_curve: list[dict[str, Any]], start: float) -> dict[str, Any]:
+    """The record's fields for a run that returned ``result``."""
+    return {
+        "status": "ok",
+        "error": "",
+        "wall_time_s": time.perf_counter() - start,
+        "best_valid_score": result.get("best_valid_score"),
+        "valid_score_bigger": result.get("valid_score_bigger", True),
+        "best_valid_result": dict(result.get("best_valid_result") or {}),
+        "test_result": dict(result.get("test_result") or {}),
+        "model_file": result.get("model_file"),
+        "config": _config_summary(result.get("config") or {}),
+        "epoch_times": [float(t) for t in result.get("epoch_times") or []],
+        "train_losses": [_loss_entry(e) for e in result.get("train_losses") or []],
+        "valid_curve": valid_curve,
+        "tensorboard_dir": _tensorboard_dir(),
+        "n_queries": result.get("n_queries"),
+        "le_dir": result.get("le_dir"),
+    }
+
+
+def _curves_png(
+    record: Mapping[str, Any], valid_curve: list[dict[str, Any]], run_dir: Path, model: str, dataset: str
+) -> str:
+    """Draw the run's learning curves to ``run_dir/curves.png``; returns its path, or
+    ``failed: <error>`` (a picture never fails a run)."""
+    try:
+        from recbole_lea.experiments.plots import plot_learning_curves
+
+        return str(
+            plot_learning_curves(
+                record["train_losses"],
+                valid_curve,
+                run_dir / "curves.png",
+                title=f"{model} on {dataset} (seed {record['config'].get('seed')})",
+            )
+        )
+    except Exception as err:  # a picture never fails a run
+        return f"failed: {err}"
 
 
 def _config_summary(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,9 +27,11 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recbole_lea.errors import ConfigError
 from recbole_lea.experiments.params import ParamSpec, grid_size, parse_params_file, to_ray_space
 from recbole_lea.experiments.runner import (
     REPO_ROOT,
@@ -41,7 +43,8 @@ from recbole_lea.experiments.runner import (
     to_jsonable,
     write_json_atomic,
 )
-from recbole_lea.options import PROPERTIES
+from recbole_lea.files import atomic_open
+from recbole_lea.options import PROPERTIES, build, opt
 
 LOOPBACK = "127.0.0.1"
 DEFAULTS_FILE = PROPERTIES / "experiments" / "eval.yaml"
@@ -179,112 +182,82 @@ def start_local_ray(num_cpus: int | None = None, temp_dir: str | None = None, lo
     return node_ip
 
 
+@dataclass
+class SweepOptions:
+    """Options of ``run_hyper_lea.py`` (a Ray Tune sweep)."""
+
+    model: str = opt("SA2C_LEA", "the model every trial trains", flags=("-m",))
+    dataset: str = opt("ml-100k", "the dataset", flags=("-d",))
+    params_file: str = opt(
+        "",
+        "RecBole params file (name type value): a path, or a shipped one by name (w_grid, w_grid_paper, ...)",
+        required=True,
+    )
+    config_files: list[str] = opt([], "extra yaml config files for every trial", metavar="FILE")
+    search: str = opt(
+        "grid",
+        "grid: every `choice` is a tune.grid_search (like RecBole's exhaustive search); random: `choice` is "
+        "sampled (tune.choice)",
+        choices=("grid", "random"),
+    )
+    num_samples: int = opt(1, "samples (times the grid under --search grid)", ge=1)
+    cpus_per_trial: float = opt(1.0, "CPUs Ray reserves per trial (also its torch threads)", gt=0)
+    gpus_per_trial: float = opt(0.0, "GPUs per trial; fractions share a GPU (0.5)", ge=0)
+    max_concurrent: int | None = opt(None, "trials running at once (default: as many as the resources allow)", ge=1)
+    scheduler: str = opt(
+        "fifo", "fifo: every trial runs to its end; asha: bad trials stop early", choices=("asha", "fifo")
+    )
+    grace_period: int = opt(1, "ASHA: validations before a trial may be stopped", ge=1)
+    address: str | None = opt(
+        None, "join a Ray cluster: auto or ray://host:10001 (default: a local, loopback-only Ray)"
+    )
+    num_cpus: int | None = opt(None, "local Ray only: CPUs Ray may use", ge=1)
+    output_dir: str | None = opt(None, "where trials and results go (default results/tune/<model>-<dataset>)")
+    data_path: str | None = opt(None, "folder holding <dataset>/ (default atomic_datasets)")
+    heatmap: list[str] = opt(["w_ah", "w_aq"], "the two swept options of the heatmap (x, y)", metavar="NAME")
+    heatmap_metric: str = opt("ndcg@10", "the validation metric the heatmap shows")
+    quiet: bool = opt(False, "less Ray output")
+
+
+def sweep_options(**fields: Any) -> SweepOptions:
+    """:class:`SweepOptions` from keywords, every value checked (paths may be ``Path``)."""
+    fields = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in fields.items()}
+    return build(SweepOptions, fields, "run_sweep")
+
+
 def run_sweep(
-    model: str,
-    dataset: str,
-    params_file: str | Path,
-    config_file_list: Sequence[str] | None = None,
+    options: SweepOptions | None = None,
+    *,
     config_dict: Mapping[str, Any] | None = None,
-    output_dir: str | Path | None = None,
-    search: str = "grid",
-    num_samples: int = 1,
-    cpus_per_trial: float = 1,
-    gpus_per_trial: float = 0,
-    max_concurrent: int | None = None,
-    scheduler: str = "fifo",
-    grace_period: int = 1,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    data_path: str | None = None,
-    heatmap: tuple[str, str] = ("w_ah", "w_aq"),
-    heatmap_metric: str = "ndcg@10",
     run_fn_ref: str | None = None,
-    verbose: int = 1,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Run a Ray Tune sweep and write its CSV, best config + TEST metrics and heatmap.
 
+    ``options`` (or its fields as keywords, :func:`sweep_options`): the sweep; ``config_dict``:
+    config options of every trial; ``run_fn_ref``: ``module:function`` that runs one (tests).
     Returns the summary written to ``<output_dir>/best.json`` plus ``trials`` (the CSV rows).
     """
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    specs: list[ParamSpec] = parse_params_file(params_file)
-    output_dir = Path(output_dir or Path("results") / "tune" / f"{model}-{dataset}").resolve()
+    opts = options or sweep_options(**fields)
+    if len(opts.heatmap) != 2:
+        raise ConfigError(f"Option `heatmap` names two swept options (x y), got {opts.heatmap}.")
+    specs: list[ParamSpec] = parse_params_file(opts.params_file)
+    output_dir = Path(opts.output_dir or Path("results") / "tune" / f"{opts.model}-{opts.dataset}").resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    files = absolute_files([str(DEFAULTS_FILE), *(config_file_list or [])])
+    files = absolute_files([str(DEFAULTS_FILE), *opts.config_files])
     base_config = dict(config_dict or {})
-    base_config["data_path"] = resolve_data_path(files, base_config, data_path)
+    base_config["data_path"] = resolve_data_path(files, base_config, opts.data_path)
     bigger = bool(read_option("valid_metric_bigger", files, base_config, True))
-    mode = "max" if bigger else "min"
-    torch_threads = max(1, int(cpus_per_trial))
-
     swept = [spec.name for spec in specs]
-    base_config.update(prepare_shared(model, dataset, base_config["data_path"], files, base_config, swept))
+    base_config.update(prepare_shared(opts.model, opts.dataset, base_config["data_path"], files, base_config, swept))
 
-    started_ray = False
-    if not ray.is_initialized():
-        if address:
-            # workers on other nodes get the repo on their path through the runtime env
-            pythonpath = os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=verbose > 0,
-                runtime_env={"env_vars": {"PYTHONPATH": pythonpath, **TRIAL_ENV}},
-            )
-        else:
-            start_local_ray(num_cpus=num_cpus, temp_dir=_ray_temp_dir(output_dir), log_to_driver=verbose > 0)
-        started_ray = True
-
-    if scheduler == "asha":
-        epochs = int(read_option("epochs", files, base_config, 300))
-        eval_step = max(1, int(read_option("eval_step", files, base_config, 1)))
-        # max_t one above the number of validations: ASHA stops every trial that reaches
-        # max_t AT that report, which would kill a finished run before its test evaluation.
-        sched: Any = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=max(1, epochs // eval_step) + 1,
-            grace_period=grace_period,
-            reduction_factor=2,
-        )
-    elif scheduler == "fifo":
-        sched = FIFOScheduler()
-    else:
-        raise ValueError(f"scheduler must be 'asha' or 'fifo', got {scheduler!r}")
-
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            _trial,
-            model=model,
-            dataset=dataset,
-            config_file_list=files,
-            base_config=base_config,
-            torch_threads=torch_threads,
-            run_fn_ref=run_fn_ref,
-        ),
-        {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
-    )
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        _start_ray(opts, output_dir)
     name = f"sweep_{time.strftime('%Y%m%d-%H%M%S')}"
-    tuner = tune.Tuner(
-        trainable,
-        param_space=to_ray_space(specs, search),
-        tune_config=tune.TuneConfig(
-            metric="valid_score",
-            mode=mode,
-            num_samples=num_samples,
-            scheduler=sched,
-            max_concurrent_trials=max_concurrent,
-            trial_dirname_creator=_trial_dirname,
-        ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(output_dir / "ray_results"),
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            verbose=verbose,
-        ),
-    )
+    tuner = _tuner(opts, specs, files, base_config, bigger, name, output_dir, run_fn_ref)
     start = time.perf_counter()
     try:
         grid = tuner.fit()
@@ -298,17 +271,97 @@ def run_sweep(
         rows=rows,
         specs=specs,
         output_dir=output_dir,
-        model=model,
-        dataset=dataset,
+        model=opts.model,
+        dataset=opts.dataset,
         base_config=base_config,
         files=files,
         bigger=bigger,
         wall=wall,
-        search=search,
-        scheduler=scheduler,
-        heatmap=heatmap,
-        heatmap_metric=heatmap_metric,
+        search=opts.search,
+        scheduler=opts.scheduler,
+        heatmap=(opts.heatmap[0], opts.heatmap[1]),
+        heatmap_metric=opts.heatmap_metric,
         experiment_dir=str(output_dir / "ray_results" / name),
+    )
+
+
+def _start_ray(opts: SweepOptions, output_dir: Path) -> None:
+    """Join the cluster at ``--address``, or start a local, loopback-only Ray node."""
+    import ray
+
+    if opts.address:
+        # workers on other nodes get the repo on their path through the runtime env
+        pythonpath = os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(
+            address=opts.address,
+            include_dashboard=False,
+            log_to_driver=not opts.quiet,
+            runtime_env={"env_vars": {"PYTHONPATH": pythonpath, **TRIAL_ENV}},
+        )
+    else:
+        start_local_ray(num_cpus=opts.num_cpus, temp_dir=_ray_temp_dir(output_dir), log_to_driver=not opts.quiet)
+
+
+def _scheduler(opts: SweepOptions, files: list[str], base_config: dict[str, Any]) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if opts.scheduler == "fifo":
+        return FIFOScheduler()
+    epochs = int(read_option("epochs", files, base_config, 300))
+    eval_step = max(1, int(read_option("eval_step", files, base_config, 1)))
+    # max_t one above the number of validations: ASHA stops every trial that reaches
+    # max_t AT that report, which would kill a finished run before its test evaluation.
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max(1, epochs // eval_step) + 1,
+        grace_period=opts.grace_period,
+        reduction_factor=2,
+    )
+
+
+def _tuner(
+    opts: SweepOptions,
+    specs: list[ParamSpec],
+    files: list[str],
+    base_config: dict[str, Any],
+    bigger: bool,
+    name: str,
+    output_dir: Path,
+    run_fn_ref: str | None,
+) -> Any:
+    """The Ray Tune ``Tuner`` of the sweep: one :func:`_trial` per point, with its resources."""
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _trial,
+            model=opts.model,
+            dataset=opts.dataset,
+            config_file_list=files,
+            base_config=base_config,
+            torch_threads=max(1, int(opts.cpus_per_trial)),
+            run_fn_ref=run_fn_ref,
+        ),
+        {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial},
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=to_ray_space(specs, opts.search),
+        tune_config=tune.TuneConfig(
+            metric="valid_score",
+            mode="max" if bigger else "min",
+            num_samples=opts.num_samples,
+            scheduler=_scheduler(opts, files, base_config),
+            max_concurrent_trials=opts.max_concurrent,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(output_dir / "ray_results"),
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            verbose=0 if opts.quiet else 1,
+        ),
     )
 
 
@@ -461,13 +514,11 @@ def _write_rows_csv(path: Path, rows: list[dict[str, Any]], first: list[str]) ->
             if key not in columns and key not in ("error", "trial_dir"):
                 columns.append(key)
     columns += ["error", "trial_dir"]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-    os.replace(tmp, path)
 
 
 def _csv_value(value: Any) -> Any:

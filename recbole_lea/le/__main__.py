@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="cpu", help="cpu | paper | path to a yaml")
     args, rest = ap.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
-    from recbole_lea.cli import parse_overrides
+    from recbole_lea.options import parse_overrides
 
     try:
         overrides = parse_overrides(rest)

@@ -22,20 +22,16 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from recbole_lea.errors import ConfigError
+from recbole_lea.files import folder_checksums, locked, remove_stale_tmp, tmp_name, verify_checksums
 
 logger = logging.getLogger(__name__)
 
 _LOG_METHODS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "log"})
-#: how long a build waits for another process building the same artifact
-LOCK_TIMEOUT_S = 24 * 3600
 
 
 class CacheSpaceError(ConfigError):
@@ -74,13 +70,13 @@ def source_fingerprint(source: str) -> str:
 
 
 def code_files() -> list[Path]:
-    """The modules whose code decides LE outputs: the LE build, the LE file writer and the mirror
-    of RecBole's split (not the test helpers, the CLI or this cache, which decides where and
+    """The modules whose code decides LE outputs: the LE build with its file writer, the LE field
+    contract and the split (not the test helpers, the CLI or this cache, which decides where and
     whether an artifact is computed, not what it holds)."""
     pkg = Path(__file__).resolve().parents[1]
     skip = ("testing.py", "__main__.py", "__init__.py", "cache.py")
     le = [p for p in (pkg / "le").glob("*.py") if p.name not in skip]
-    return sorted(le) + [pkg / "le_files" / "writer.py", pkg / "le_files" / "fields.py", pkg / "data" / "rows.py"]
+    return sorted(le) + [pkg / "data" / "le_fields.py", pkg / "data" / "split.py"]
 
 
 def code_version() -> str:
@@ -94,70 +90,6 @@ def code_version() -> str:
 
 def sha_of(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def folder_checksums(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
-    """sha256 of every file under ``folder`` by relative path (``skip``: names left out)."""
-    return {
-        str(p.relative_to(folder)): sha256_file(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name not in skip
-    }
-
-
-def verify_checksums(folder: Path, checksums: dict[str, str]) -> str | None:
-    """None when every recorded file is there with its sha256, else what is wrong."""
-    for rel, digest in checksums.items():
-        path = folder / rel
-        if not path.is_file():
-            return f"{rel} is missing"
-        if sha256_file(path) != digest:
-            return f"{rel} does not match its recorded sha256 (modified or truncated)"
-    return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def tmp_name(prefix: str) -> str:
-    """A temporary name that carries this process id (see :func:`remove_stale_tmp`)."""
-    return f".{prefix}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def remove_stale_tmp(parent: Path, prefix: str = "") -> list[Path]:
-    """Remove ``parent/.<prefix>*.tmp-<pid>-*`` left by processes that are no longer alive."""
-    removed = []
-    if not parent.is_dir():
-        return removed
-    for p in parent.glob(f".{prefix}*.tmp-*"):
-        try:
-            pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
-        except (IndexError, ValueError):
-            continue
-        if not _pid_alive(pid):
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            removed.append(p)
-    if removed:
-        logger.info("removed %d leftover temporary folder(s) of killed builds under %s", len(removed), parent)
-    return removed
 
 
 #: free bytes below which a failed write is taken for a full disk (numpy and torch report a
@@ -186,11 +118,6 @@ def no_space(err: BaseException, where: Path) -> CacheSpaceError:
         f"kept and finished stages stay cached: free some space (`df -h {where.parent}`) and run the same "
         "command again, or point le_cache_dir / RECBOLE_LEA_CACHE at a larger disk."
     )
-
-
-def locked(path: Path) -> FileLock:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path), timeout=LOCK_TIMEOUT_S)
 
 
 class StageCache:

@@ -4,7 +4,7 @@
 default, choices, bounds, help, and the build stages whose cache key the option enters. The
 stage keys are derived from these tags (:func:`stage_options`), so a new option cannot leave a
 stale stage; a test checks that every option is tagged. A build resolves, in order: the
-declared defaults, the profile yaml (``recbole_lea/properties/le/<profile>.yaml``, a path, or a
+declared defaults, the profile yaml (``properties/le/<profile>.yaml``, a path, or a
 dict), the dataset's LE keys, then explicit overrides.
 """
 
@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from recbole_lea.errors import ConfigError
 from recbole_lea.options import (
     PROPERTIES,
@@ -25,6 +23,7 @@ from recbole_lea.options import (
     check_value,
     dataset_yaml,
     opt,
+    parse_value,
     read_yaml,
     specs_of,
     unknown_key_error,
@@ -243,19 +242,11 @@ def stage_options(stage: str) -> tuple[str, ...]:
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
-    """A command-line string parsed as yaml ('5e-3', 'true', '[a, b]') for non-string options,
-    then checked against the declaration."""
+    """A command-line string parsed as the other values of a run are (:func:`parse_value`: yaml
+    with RecBole's float rule) for non-string options, then checked against the declaration."""
     spec = SPECS[key]
     if isinstance(value, str) and spec.base_type is not str:
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            pass
-    if spec.base_type is float and isinstance(value, str):
-        try:  # yaml 1.1 reads 5e-3 (no dot) as a string
-            value = float(value)
-        except ValueError:
-            pass
+        value = parse_value(value)
     return check_value(spec, value, source)
 
 

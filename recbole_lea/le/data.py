@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbole_lea.data.rows import rank_in_user, split_training_mask, user_order
+from recbole_lea.data.split import rank_in_user, split_training_mask, user_order
 from recbole_lea.errors import ConfigError
 
 from .config import LEConfig

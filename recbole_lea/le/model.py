@@ -296,6 +296,10 @@ def user_chunks(items: np.ndarray, branches: np.ndarray | None, cfg: LEConfig) -
     return specs
 
 
+#: users featurized together (bounded memory); one unit of a multi-process featurization
+FEATURIZE_USERS = 64
+
+
 def stream_features(
     model: LEModel,
     prefix: list[int],

@@ -1,7 +1,7 @@
 """The LE stages of a multi-process build, split in shards cached like stages.
 
 Each stage that can be split is cut into units one process computes exactly as a one-process
-build does: an item batch (item tokens), a group of :data:`~recbole_lea.le.build.FEATURIZE_USERS`
+build does: an item batch (item tokens), a group of :data:`~recbole_lea.le.model.FEATURIZE_USERS`
 users (featurization). A unit is a *shard*: a folder of the :class:`~recbole_lea.le.cache.StageCache`
 (``<stage>.shard-<fp>``, keyed by the stage's fingerprint and the shard's index), computed in a
 temporary folder, checksummed, renamed into place. Process 0 lists the shards not yet done, every
@@ -247,8 +247,7 @@ def sharded_featurize(
     hook: Callable[[str, int], None],
 ) -> Path:
     """Featurization with every group of users a shard (groups as in one process)."""
-    from .build import FEATURIZE_USERS
-    from .model import stream_features
+    from .model import FEATURIZE_USERS, stream_features
 
     name, fp, cfg = "featurize", plan.fps["featurize"], plan.cfg
     final = cache.path(name, fp)

@@ -166,8 +166,8 @@ def seal_le_dir(folder: Path, note: str = "test fixture") -> Path:
     the sha256 of its files, so runs accept it through ``le_dir``."""
     import json
 
-    from recbole_lea.le.cache import folder_checksums
-    from recbole_lea.le_files.writer import MANIFEST
+    from recbole_lea.files import folder_checksums
+    from recbole_lea.le.files import MANIFEST
 
     folder = Path(folder)
     manifest = {"dataset": folder.name.removesuffix("-lea"), "fingerprint": note, "note": note}

@@ -89,7 +89,6 @@ def train_le(
     pool: np.ndarray,
     cfg: LEConfig,
     seed: int,
-    on_batch: Callable[[list[np.ndarray]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train LoRA + score head (+ item tokens) jointly; returns per-epoch {loss, l_rm, l_sm, accuracy, margin}."""
     rng = np.random.default_rng(seed)
@@ -107,8 +106,6 @@ def train_le(
         bar = tqdm(range(0, len(perm), cfg.le_batch_size), desc=f"LE epoch {epoch + 1}/{cfg.le_epochs}", mininterval=5)
         for i in bar:
             batch = [jobs[j] for j in perm[i : i + cfg.le_batch_size]]
-            if on_batch is not None:
-                on_batch([np.concatenate([b[0].items, b[0].branch_item, b[1]]) for b in batch])
             terms = le_losses(model, prefix, batch)
             loss = terms["l_rm"] + cfg.le_sm_weight * terms["l_sm"]
             opt.zero_grad(set_to_none=True)

@@ -2,7 +2,7 @@
 
 :class:`LEFeedback` is mixed into SNQN and SA2C to make ``SNQN_LEA`` and ``SA2C_LEA``. It fills
 the hooks of :class:`~recbole_lea.model.rl_base.DoubleQRecommender` from the LE atomic fields
-(``recbole_lea.le_files.fields``) that the LE build writes:
+(``recbole_lea.data.le_fields``) that the LE build writes:
 
 - rewards r^e of the LE reward model (Eq. 5) for the positive and the negatives (LER);
 - the LE state s^e beside (Eq. 4, LES) or instead of (Eq. 3, LES') the backbone's ``h_t`` in the
@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recbole_lea.data.le_fields import LE_FIELD_NAMES
 from recbole_lea.errors import ConfigError
-from recbole_lea.le_files.fields import LE_FIELD_NAMES
 from recbole_lea.model.options import (
     LEFeedbackOptions,
     flags_of,

@@ -22,6 +22,3 @@ from recbole_lea.model.sa2c import SA2C
 
 class SA2C_LEA(LEFeedback, SA2C):
     r"""SA2C with LE states, rewards and augmented actions."""
-
-    options = None
-    options_file = "SA2C_LEA"
