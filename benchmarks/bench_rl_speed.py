@@ -22,6 +22,7 @@ import yaml
 
 from recbole_lea import registry
 from recbole_lea.quick_start import build_config
+from recbole_lea.trainer import get_trainer
 
 
 def setup(model: str, dataset: str, overrides: dict):  # type: ignore[no-untyped-def]
@@ -33,7 +34,7 @@ def setup(model: str, dataset: str, overrides: dict):  # type: ignore[no-untyped
     ds = registry.create_dataset(config)
     train, valid, test = data_preparation(config, ds)
     net = registry.get_model(model)(config, train._dataset)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], model)(config, net)
+    trainer = get_trainer(config["MODEL_TYPE"], model)(config, net)
     return trainer, train, test
 
 

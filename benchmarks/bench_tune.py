@@ -61,10 +61,10 @@ def _cpu_name() -> str:
 def _le_built(data_path: str) -> bool:
     """Whether the LE of ml-100k with the default options exists (verified)."""
     from recbole_lea.errors import ConfigError
-    from recbole_lea.quick_start import le_folder, resolve_run
+    from recbole_lea.quick_start import le_dir_of, resolve_run
 
     try:
-        le_folder(resolve_run("SA2C_LEA", "ml-100k", None, {"data_path": data_path}))
+        le_dir_of(resolve_run("SA2C_LEA", "ml-100k", None, {"data_path": data_path}))
     except ConfigError:
         return False
     return True
@@ -140,7 +140,7 @@ def main() -> int:
             cpus_per_trial=1,
             num_cpus=args.max_concurrent,
             heatmap=heat,
-            verbose=0,
+            quiet=True,
         )
         summary["ray_wall_s"] = time.perf_counter() - start
         summary["loadavg_after_ray"] = os.getloadavg()
@@ -182,7 +182,7 @@ def main() -> int:
                 cpus_per_trial=1,
                 num_cpus=1,
                 heatmap=heat,
-                verbose=0,
+                quiet=True,
             )
             ray_times.append(time.perf_counter() - t)
             assert sweep["n_ok"] == 1

@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recbole_lea.le.cache import sha256_file  # noqa: E402
+from recbole_lea.files import sha256_file  # noqa: E402
 
 
 def free_port() -> int:

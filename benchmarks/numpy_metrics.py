@@ -10,8 +10,8 @@ itself), with the default seed (2020). The script compares the printed valid/tes
 saved checkpoints' ``state_dict`` tensor by tensor (max absolute difference), and writes
 ``docs/results/numpy_metrics.json`` and the table between the ``numpy`` markers of ``docs/compat.md``.
 
-    python benchmarks/numpy_metrics.py --venvs /work/venvs/py311-np1 /work/venvs/py311-np2 \\
-        --models SASRec SA2C --epochs 3 --workdir /work/numpy_metrics
+    python benchmarks/numpy_metrics.py --venvs ~/venvs/py311-np1 ~/venvs/py311-np2 \\
+        --models SASRec SA2C --epochs 3 --workdir /tmp/numpy_metrics
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ as for a user who has it already. (Adding the folder to ``PIP_FIND_LINKS`` is no
 still downloaded the index's copy.) Every other package comes from the index as for any user.
 
     python benchmarks/python_matrix.py --versions 3.10 3.11 3.12 3.13 \\
-        --workdir /work/matrix --wheelhouse /work/wheelhouse --lea-on 3.13
+        --workdir /tmp/matrix --wheelhouse /tmp/wheelhouse --lea-on 3.13
 """
 
 from __future__ import annotations
