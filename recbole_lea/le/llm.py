@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_lea.files import atomic_write_text
+from recbole_lea.files import atomic_write_text, folder_checksums, verify_checksums
 
 from .config import LEConfig
 from .data import LEInputError
@@ -90,9 +90,9 @@ def model_parameters(folder: Path) -> int | None:
     try:
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        hf_cfg = AutoConfig.from_pretrained(folder, local_files_only=True)
+        hf_cfg = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(hf_cfg)
+            model = AutoModelForCausalLM.from_config(hf_cfg, trust_remote_code=False)
         return int(sum(p.numel() for p in model.parameters()))
     except Exception:  # noqa: BLE001 -- only used to word a message
         return None
@@ -238,16 +238,34 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
     return digest
 
 
+#: suffixes of files in a model folder that no loading reads (the model card, lock files)
+NOT_LOADED_SUFFIXES = (".md", ".lock")
+
+
+def loaded_file(rel: Path) -> bool:
+    """Whether the file at ``rel`` (relative to a model folder) enters the folder's fingerprint:
+    every file transformers may read does (weights, config.json, tokenizer.json and the other
+    tokenizer files, sentencepiece ``*.model``, vocab/merges, generation_config.json, chat
+    templates, ``*.py``, subfolders), so every regular file does except hidden ones (a path part
+    starting with '.': .gitattributes, .git/, the hub's .cache/), Markdown (README.md) and lock
+    files, which no loading reads."""
+    return not any(part.startswith(".") for part in rel.parts) and rel.suffix.lower() not in NOT_LOADED_SUFFIXES
+
+
 def folder_sha256(folder: Path, cache_dir: Path | None = None) -> str:
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and (p.suffix in (".safetensors", ".bin", ".gguf", ".pt") or p.name == "config.json")
+    """The fingerprint of a model folder: the sha256 of the relative path and the sha256 of every
+    file that :func:`loaded_file` keeps, recursively, sorted by path (symlinks, as in the hub's
+    cache, count as the files they point to). Each file's sha256 is memoised by path, size and
+    mtime (:func:`file_sha256`), so a folder already seen costs a few stat calls."""
+    rels = sorted(
+        (p.relative_to(folder) for p in folder.rglob("*") if p.is_file()),
+        key=lambda rel: rel.as_posix(),
     )
     h = hashlib.sha256()
-    for p in files:
-        h.update(str(p.relative_to(folder)).encode())
-        h.update(file_sha256(p, cache_dir).encode())
+    for rel in rels:
+        if loaded_file(rel):
+            h.update(rel.as_posix().encode() + b"\0")
+            h.update(file_sha256(folder / rel, cache_dir).encode())
     return h.hexdigest()
 
 
@@ -329,6 +347,50 @@ def _hf_cache_folder(model_id: str) -> Path | None:
         return None
 
 
+#: files of a model folder where transformers finds the custom code it would run (``auto_map``)
+CODE_DECLARING_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+#: suffixes of pickled PyTorch weights (loading a pickle can run code)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def refuse_custom_code(name: str, folder: Path) -> None:
+    """One :class:`LEInputError`, before anything is loaded, when the folder declares custom
+    model code (``auto_map`` in config.json or a tokenizer/processor config): recbole_lea never
+    runs code from a model folder (every load also passes ``trust_remote_code=False``)."""
+    for fname in CODE_DECLARING_FILES:
+        path = folder / fname
+        if not path.is_file():
+            continue
+        try:
+            conf = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LEInputError(f"le_model={name!r}: {path} is not a readable JSON file ({exc})") from None
+        if isinstance(conf, dict) and conf.get("auto_map"):
+            raise LEInputError(
+                f"le_model={name!r}: {path} declares auto_map (custom model code: "
+                f"{', '.join(sorted(map(str, conf['auto_map'])))}); recbole_lea never runs code from a model "
+                f"folder: use a model whose architecture transformers ships (or, when its model_type is one, "
+                f"delete auto_map from {fname})"
+            )
+
+
+def refuse_pickled_weights(name: str, folder: Path) -> None:
+    """One :class:`LEInputError`, before loading, when the folder's weights are pickles
+    (``pytorch_model.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``) with no safetensors file beside them:
+    unpickling can run code, and transformers would read the pickle (or fail with a traceback)."""
+    top = sorted(p.name for p in folder.iterdir() if p.is_file())
+    if any(n.endswith((".safetensors", ".safetensors.index.json")) for n in top):
+        return
+    pickled = [n for n in top if n.endswith(PICKLE_SUFFIXES)]
+    if pickled:
+        raise LEInputError(
+            f"le_model={name!r}: {folder / pickled[0]} holds pickled weights and the folder has no .safetensors "
+            f"file; recbole_lea loads safetensors weights only (a pickle can run code when loaded). Convert it "
+            f"once from an environment you trust: AutoModelForCausalLM.from_pretrained(dir)"
+            f".save_pretrained(out_dir, safe_serialization=True) (transformers 5 always writes model.safetensors)"
+        )
+
+
 def model_source(cfg: LEConfig) -> ModelSource:
     name = cfg.le_model
     cache = cfg.cache_dir()
@@ -352,9 +414,11 @@ def model_source(cfg: LEConfig) -> ModelSource:
     cfg_file = path / "config.json"
     if not cfg_file.exists():
         raise LEInputError(f"le_model={name!r}: {cfg_file} missing; not a Hugging Face model folder")
+    refuse_custom_code(name, path)
+    refuse_pickled_weights(name, path)
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    hf_cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+    hf_cfg = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     if type(hf_cfg) not in AutoModelForCausalLM._model_mapping:
         raise LEInputError(
             f"le_model={name!r}: config type {type(hf_cfg).__name__} is not a causal LM "
@@ -408,31 +472,69 @@ def _strip_quantizer(model: torch.nn.Module) -> None:
             pass
 
 
+#: the file that marks a finished conversion and records the sha256 of the converted files
+DONE = "done.json"
+
+
+def converted_problem(target: Path) -> str | None:
+    """None when ``target`` is a finished conversion whose files are exactly those recorded in its
+    done.json, each with its recorded sha256; else what is wrong (a file named)."""
+    done_path = target / DONE
+    if not done_path.is_file():
+        return f"{DONE} is missing"
+    try:
+        done = json.loads(done_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return f"{DONE} is unreadable"
+    checksums = done.get("checksums") if isinstance(done, dict) else None
+    if not isinstance(checksums, dict) or not checksums:
+        return f"{DONE} records no sha256 of the converted files (an older version converted it)"
+    try:  # another process may be replacing the folder right now
+        present = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()} - {DONE}
+        extra = sorted(present - set(checksums))
+        return f"{extra[0]} was not written by the conversion" if extra else verify_checksums(target, checksums)
+    except OSError as exc:
+        return f"its files cannot be read ({exc})"
+
+
+def _convert_gguf(src: ModelSource, out: Path) -> None:
+    """Write the GGUF's model (dequantized to float32) and tokenizer into the folder ``out``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = {"gguf_file": src.path.name, "local_files_only": True}
+    tok = AutoTokenizer.from_pretrained(src.path.parent, **gguf, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(src.path.parent, **gguf, dtype=torch.float32, trust_remote_code=False)
+    _strip_quantizer(model)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
 def converted_folder(src: ModelSource, cfg: LEConfig) -> Path:
     """GGUF -> cached safetensors folder (once, under a lock); later loads read the folder (fast).
-    A half-converted folder of a killed process is removed on the next start."""
+    done.json records the sha256 of every converted file and each use checks them
+    (:func:`converted_problem`): a modified, truncated, missing or added file, or a folder of a
+    version that recorded none, is converted again with a warning naming it, never used under
+    the GGUF's fingerprint. A half-converted folder of a killed process is removed on the next start."""
     target = cfg.cache_dir() / "models" / f"{src.path.stem}-{src.fingerprint[:16]}"
-    if (target / "done.json").exists():
+    if converted_problem(target) is None:
         return target
     from recbole_lea.files import locked, remove_stale_tmp, tmp_name
 
     with locked(target.parent / ".locks" / f"{target.name}.lock"):
-        if (target / "done.json").exists():
+        problem = converted_problem(target)
+        if problem is None:
             return target
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+        if target.exists():
+            logger.warning(
+                "the converted copy %s of %s fails its check (%s): converting again", target, src.path, problem
+            )
         remove_stale_tmp(target.parent, target.name)
         logger.info("converting %s to a safetensors folder %s (one time)", src.path, target)
-        tok = AutoTokenizer.from_pretrained(src.path.parent, gguf_file=src.path.name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            src.path.parent, gguf_file=src.path.name, local_files_only=True, dtype=torch.float32
-        )
-        _strip_quantizer(model)
         tmp = target.parent / tmp_name(target.name)
         try:
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            (tmp / "done.json").write_text(json.dumps({"source": str(src.path), "sha256": src.fingerprint}))
+            _convert_gguf(src, tmp)
+            done = {"source": str(src.path), "sha256": src.fingerprint, "checksums": folder_checksums(tmp)}
+            (tmp / DONE).write_text(json.dumps(done, indent=1), encoding="utf-8")
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -453,7 +555,7 @@ def load_llm(cfg: LEConfig, src: ModelSource | None = None):
     device = resolve_device(cfg)
     dtype = resolve_dtype(cfg, device)
     check_quantization(cfg, device)
-    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     check_fits(cfg, folder, device, dtype)
     extra: dict = {}
     if cfg.le_quantization != "none":
@@ -469,7 +571,7 @@ def load_llm(cfg: LEConfig, src: ModelSource | None = None):
     with memory_guard(cfg, "load", device, dtype, folder):
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                folder, local_files_only=True, dtype=dtype, attn_implementation="sdpa", **extra
+                folder, local_files_only=True, dtype=dtype, attn_implementation="sdpa", trust_remote_code=False, **extra
             )
         except (ValueError, OSError) as exc:
             raise LEInputError(f"le_model={cfg.le_model!r}: cannot load {folder} as a causal LM: {exc}") from exc
