@@ -92,7 +92,7 @@ def _json_lines(
 
 def read_reviews(path: str, opts: ConvertOptions, report: ConversionReport) -> EventBuffer:
     """Stream the review file into compact arrays; malformed lines are counted."""
-    buf = EventBuffer()
+    buf = EventBuffer(path)
     bad = opts.bad_lines(path)
     for number, obj in _json_lines(path, "Amazon review file", "--reviews", bad, "reviews", opts.progress):
         if not isinstance(obj, dict):
@@ -109,7 +109,7 @@ def read_reviews(path: str, opts: ConvertOptions, report: ConversionReport) -> E
         if time is None:
             bad.add(number, f"field 'unixReviewTime' is not a number: {str(obj.get('unixReviewTime'))[:40]!r}")
             continue
-        buf.add(str(user), str(item), time)
+        buf.add(str(user), str(item), time, number)
     report.add_file("reviews", bad)
     bad.check()
     return buf

@@ -222,28 +222,48 @@ class Progress:
 # --------------------------------------------------------------------------- ids and events
 
 _TOKEN_BAD = re.compile(r"[\s\"]")
+_TOKEN_BREAK = re.compile(r"[\t\n\r]")
+
+#: Where an id was read, for its error message: a line number of the source file, or a description
+#: (``"user 'u1' position 3"``) for sources without lines.
+Where = int | str | None
 
 
-def clean_token(raw: str) -> str:
-    """An id as RecBole token: no whitespace (it would split columns) and no double quote."""
+def clean_token(raw: str, source: str = "", where: Where = None, role: str = "") -> str:
+    """An id as RecBole token: no whitespace (it would split columns) and no double quote.
+
+    Spaces (and other whitespace) become ``_``; a tab or line break is refused with a
+    :class:`DatasetError` naming ``source`` (the input file) and ``where`` (its line): it is a
+    broken field, usually a quoting mistake, and replacing it could merge two different ids."""
     if _TOKEN_BAD.search(raw):
+        if _TOKEN_BREAK.search(raw):
+            place = f"line {where}" if isinstance(where, int) else (where or "an id")
+            raise DatasetError(
+                f"{source or 'input'}: {place}: {role + ' ' if role else ''}id {raw!r} holds a tab or line break, "
+                "which RecBole's tab-separated atomic files cannot hold (it would split the line); fix the id "
+                "(or the quoting around it) in that file"
+            )
         return _TOKEN_BAD.sub("_", raw.strip())
     return raw
 
 
 class IdMap:
-    """Maps raw string ids to dense ints in order of first appearance."""
+    """Maps raw string ids to dense ints in order of first appearance. ``source`` (the input file)
+    and ``role`` (``"user"``, ``"item"``) name an id that cannot be a token in the error."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: str = "", role: str = "") -> None:
         self.index: dict[str, int] = {}
         self.tokens: list[str] = []
+        self.source = source
+        self.role = role
 
-    def code(self, raw: str) -> int:
+    def code(self, raw: str, where: Where = None) -> int:
         found = self.index.get(raw)
         if found is None:
+            token = clean_token(raw, self.source, where, self.role)
             found = len(self.tokens)
             self.index[raw] = found
-            self.tokens.append(clean_token(raw))
+            self.tokens.append(token)
         return found
 
     def get(self, raw: str) -> int | None:
@@ -274,16 +294,17 @@ class Events:
 class EventBuffer:
     """Growable compact arrays (4 + 4 + 8 bytes per event), so 10M events take ~160 MB."""
 
-    def __init__(self) -> None:
-        self.users_map = IdMap()
-        self.items_map = IdMap()
+    def __init__(self, source: str = "") -> None:
+        self.users_map = IdMap(source, "user")
+        self.items_map = IdMap(source, "item")
         self._users = array("i")
         self._items = array("i")
         self._times = array("d")
 
-    def add(self, user: str, item: str, time: float) -> None:
-        self._users.append(self.users_map.code(user))
-        self._items.append(self.items_map.code(item))
+    def add(self, user: str, item: str, time: float, where: Where = None) -> None:
+        """One event; ``where`` (the line it was read from) is only used in an error message."""
+        self._users.append(self.users_map.code(user, where))
+        self._items.append(self.items_map.code(item, where))
         self._times.append(time)
 
     def add_codes(self, user: int, item: int, time: float) -> None:

@@ -385,7 +385,7 @@ def _read_interactions(
     returns the buffer and the time columns used (empty: file order, with a warning)."""
     isep = detect_sep(inter, sep, "interactions file", "--inter")
     bad = opts.bad_lines(inter)
-    buf = EventBuffer()
+    buf = EventBuffer(inter)
     position = 0
     cols: list[int] = []
     parse_time: Callable[[list[str]], float] | None = None
@@ -412,7 +412,7 @@ def _read_interactions(
             else:
                 t = float(position)
             position += 1
-            buf.add(user, item, t)
+            buf.add(user, item, t, number)
     report.add_file("interactions", bad)
     bad.check()
     if not position and not bad.count:

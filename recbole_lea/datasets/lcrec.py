@@ -93,7 +93,7 @@ def convert_lcrec(
     if not isinstance(data, dict):
         raise DatasetError(f'{inter_json}: expected an object {{"user": [item, ...]}}, got {type(data).__name__}')
     bad = opts.bad_lines(inter_json)
-    buf = EventBuffer()
+    buf = EventBuffer(inter_json)
     position = 0
     for user, seq in data.items():
         if not isinstance(seq, list):
@@ -104,7 +104,7 @@ def convert_lcrec(
             if item is None:
                 bad.add(f"user {user!r} position {j}", f"item {raw!r} is not an id")
                 continue
-            buf.add(str(user), item, float(position))
+            buf.add(str(user), item, float(position), f"user {user!r} position {j}")
             position += 1
     bad.lines_read = len(data)
     report.add_file("interactions", bad)

@@ -260,8 +260,8 @@ def _read_events(
     reports the file and the window."""
     u_col, tr_col, t_col = c.index["user"], c.index["track"], c.index["timestamp"]
     al_col, ar_col = c.get("album"), c.get("artist")
-    buf = EventBuffer()
-    albums_map, artists_map = IdMap(), IdMap()
+    buf = EventBuffer(path)
+    albums_map, artists_map = IdMap(path, "album"), IdMap(path, "artist")
     track_album, track_artist = array("i"), array("i")
     bad = opts.bad_lines(path)
     outside = last = 0
@@ -292,12 +292,12 @@ def _read_events(
                     continue
             code = buf.items_map.get(track)
             if code is None:
-                code = buf.items_map.code(track)
+                code = buf.items_map.code(track, number)
                 album = parts[al_col] if al_col is not None else ""
                 artist = parts[ar_col] if ar_col is not None else ""
                 track_album.append(albums_map.code(album) if album and album != "-1" else -1)
                 track_artist.append(artists_map.code(artist) if artist and artist != "-1" else -1)
-            buf.add_codes(buf.users_map.code(user), code, float(t))
+            buf.add_codes(buf.users_map.code(user, number), code, float(t))
     bad.lines_read = max(bad.lines_read, last)
     report.add_file("events", bad)
     bad.check()

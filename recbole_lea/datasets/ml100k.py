@@ -76,7 +76,7 @@ def convert_ml100k(opts: ConvertOptions | None = None, *, overwrite: bool = True
     report = ConversionReport(name=name, command="ml100k")
     src = wheel_dir()
     inter_path = os.path.join(src, f"{NAME}.inter")
-    buf = EventBuffer()
+    buf = EventBuffer(inter_path)
     bad = opts.bad_lines(inter_path)
     cols: list[int] = []
     for number, line in iter_lines(inter_path):
@@ -86,7 +86,7 @@ def convert_ml100k(opts: ConvertOptions | None = None, *, overwrite: bool = True
             continue
         parts = text.split("\t")
         try:
-            buf.add(parts[cols[0]], parts[cols[1]], float(parts[cols[2]]))
+            buf.add(parts[cols[0]], parts[cols[1]], float(parts[cols[2]]), number)
         except (IndexError, ValueError):
             bad.add(number, "wrong column count or non-numeric timestamp")
         bad.lines_read = number

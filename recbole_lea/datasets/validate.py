@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 from recbole_lea.errors import ConfigError
 
@@ -55,6 +56,10 @@ PANDAS_NA = frozenset(
 )
 
 _BLOCK = 1 << 22  # bytes read at a time
+#: The longest value RecBole can read: it reads atomic files with pandas' python engine, i.e. Python's
+#: csv module, whose default ``csv.field_size_limit()`` is 131072 characters ("field larger than
+#: field limit" beyond it). pandas' C engine (the LE build's reader) has no such limit.
+FIELD_LIMIT = 131072
 _BOM = b"\xef\xbb\xbf"
 _BLANK = re.compile(rb"(?m)^[ \t\x0b\x0c]+$")  # a whitespace-only value among "\n"-joined ones
 
@@ -145,7 +150,8 @@ def check_atomic_inter(path: Path, fields: dict[str, str], *, sep: str = "\t") -
     a needed field absent from the header or of another type, a line with fewer or more fields than
     the header, an empty or pandas-missing (``NA``, ``null``, ...) value in a loaded ``token`` or
     ``float`` field, a non-numeric or non-finite value in a loaded ``float``/``float_seq`` field, a
-    value starting with ``"`` (pandas would read a quoted field), bytes that are not UTF-8. Blank
+    value starting with ``"`` (pandas would read a quoted field), bytes that are not UTF-8, a value
+    (in any field) longer than RecBole's reader accepts (:data:`FIELD_LIMIT` characters). Blank
     lines are skipped, as pandas skips them; a trailing ``\\r`` on data lines is accepted.
     """
     path = Path(path)
@@ -174,10 +180,11 @@ def check_atomic_inter(path: Path, fields: dict[str, str], *, sep: str = "\t") -
                     f"change its header cell to '{name}:{typ}'",
                 )
         checks = [(names.index(n), n, t) for n, t in fields.items()]
-        _check_rows(path, fh, len(names), checks, sep.encode())
+        _check_rows(path, fh, names, checks, sep.encode())
 
 
-def _check_rows(path: Path, fh, width: int, checks: list[tuple[int, str, str]], sep: bytes) -> None:  # noqa: ANN001
+def _check_rows(path: Path, fh, names: list[str], checks: list[tuple[int, str, str]], sep: bytes) -> None:  # noqa: ANN001
+    width = len(names)
     number = 1  # lines consumed so far (the header)
     rows = 0
     tail = b""
@@ -191,9 +198,11 @@ def _check_rows(path: Path, fh, width: int, checks: list[tuple[int, str, str]], 
             tail = block
             continue
         tail = block[cut:]
+        _check_block_sizes(path, block[:cut], number, sep, names)
         rows += _check_block(path, block[:cut], number, width, checks, sep)
         number += block.count(b"\n", 0, cut)
     if tail:
+        _check_block_sizes(path, tail + b"\n", number, sep, names)
         rows += _check_block(path, tail + b"\n", number, width, checks, sep)
     if rows == 0:
         raise _fail(
@@ -293,6 +302,88 @@ def _block_is_clean(block: bytes, width: int, checks: list[tuple[int, str, str]]
         elif typ == "float_seq":
             return False
     return True
+
+
+def _check_block_sizes(path: Path, block: bytes, first: int, sep: bytes, names: list[str]) -> None:
+    """Raise at the first value of ``block`` (complete lines, line ``first + 1`` onwards) longer
+    than :data:`FIELD_LIMIT` characters. Line lengths come from one numpy pass over the newlines;
+    only a line over the limit is split."""
+    if len(block) <= FIELD_LIMIT:
+        return
+    import numpy as np
+
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    for index in np.flatnonzero(ends - starts > FIELD_LIMIT).tolist():
+        line = block[starts[index] : ends[index]]
+        for column, value in enumerate(line.split(sep)):
+            size = len(value.decode("utf-8", "replace"))
+            if size > FIELD_LIMIT:
+                name = names[column] if column < len(names) else f"column {column + 1}"
+                raise _fail(path, f"line {first + index + 1}, field '{name}'", *_oversized(size))
+
+
+def _oversized(size: int) -> tuple[str, str]:
+    """(problem, fix) of a value of ``size`` characters over :data:`FIELD_LIMIT`."""
+    return (
+        f"a value of {size} characters, over the {FIELD_LIMIT} characters RecBole's reader accepts (it reads "
+        "atomic files with Python's csv module: 'field larger than field limit')",
+        "shorten the value (the converters cut text to --max-words words) or drop the field from the file",
+    )
+
+
+def check_field_sizes(path: Path, *, sep: str = "\t") -> None:
+    """Raise :class:`ConfigError` naming the line and field of the first value of the atomic file
+    ``path`` longer than RecBole can read (:data:`FIELD_LIMIT`); reads the file once, in blocks
+    (a file under the limit is not read at all)."""
+    path = Path(path)
+    if path.stat().st_size <= FIELD_LIMIT:
+        return
+    with _open(path) as fh:
+        first = fh.readline(FIELD_LIMIT + 1)
+        names = [cell.partition(":")[0] for cell in first.rstrip(b"\r\n").decode("utf-8", "replace").split(sep)]
+        fh.seek(0)
+        number, tail = 0, b""  # the header is checked too
+        while block := fh.read(_BLOCK):
+            block = tail + block
+            cut = block.rfind(b"\n") + 1
+            tail = block[cut:]
+            if cut:
+                _check_block_sizes(path, block[:cut], number, sep.encode(), names)
+                number += block.count(b"\n", 0, cut)
+        if tail:
+            _check_block_sizes(path, tail + b"\n", number, sep.encode(), names)
+
+
+def check_run_inter(dataset: str, data_path: str, options: dict[str, Any] | None = None) -> Path:
+    """Path of ``<data_path>/<dataset>/<dataset>.inter`` after checking every line of the fields a
+    run loads (:func:`check_atomic_inter`); converts ml-100k on first use. ``options``: the run's
+    merged options (field names, ``load_col``, separator). Imports neither torch nor RecBole (nor
+    pandas), so the CLI can call it before the heavy imports and answer a bad line in about a second."""
+    from recbole_lea.datasets.ml100k import ensure_bundled
+
+    inter = Path(data_path) / dataset / f"{dataset}.inter"
+    ensure_bundled(data_path, dataset)
+    if not inter.is_file():
+        raise ConfigError(
+            f"No atomic files for dataset '{dataset}': expected {inter}. Convert your data first "
+            "(`python -m recbole_lea.datasets --help`, see atomic_datasets/README.md), or point "
+            "--data_path at the folder that holds <dataset>/<dataset>.inter."
+        )
+    options = options or {}
+    sep = str(options.get("field_separator") or "\t")
+    needed = {
+        str(options.get("USER_ID_FIELD") or "user_id"): "token",
+        str(options.get("ITEM_ID_FIELD") or "item_id"): "token",
+        str(options.get("TIME_FIELD") or "timestamp"): "float",
+    }
+    loaded = (options.get("load_col") or {}).get("inter") or []
+    header = read_atomic_header(inter, sep=sep)
+    for name in loaded:
+        if name not in needed and name in header:
+            needed[name] = header[name]
+    check_atomic_inter(inter, needed, sep=sep)
+    return inter
 
 
 def _check_float(path: Path, number: int, name: str, value: bytes) -> None:

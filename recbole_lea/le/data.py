@@ -20,10 +20,28 @@ class LEInputError(ConfigError):
 
 
 def read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Read a RecBole atomic file as strings (values kept verbatim); return (df, name -> type)."""
+    """Read a RecBole atomic file as strings (values kept verbatim); return (df, name -> type).
+    An empty file, bytes that are not UTF-8 and a value longer than RecBole's reader accepts are
+    each one :class:`LEInputError` naming the file (and the line)."""
     if not path.exists():
         raise LEInputError(f"atomic file {path} does not exist")
-    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False, quoting=3)
+    from recbole_lea.datasets.validate import check_field_sizes
+
+    try:
+        check_field_sizes(path)
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False, quoting=3, encoding="utf-8")
+    except ConfigError as err:
+        raise LEInputError(str(err)) from None
+    except pd.errors.EmptyDataError:
+        raise LEInputError(
+            f"{path} is empty: an atomic file starts with a header line of name:type columns "
+            "(e.g. item_id:token<TAB>title:token_seq); write the file again (convert the dataset again)"
+        ) from None
+    except UnicodeDecodeError:
+        raise LEInputError(
+            f"{path}: line {_first_non_utf8_line(path)}: bytes that are not UTF-8 (RecBole and the LE read "
+            f"atomic files as UTF-8); save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
     types: dict[str, str] = {}
     names = []
     for col in df.columns:
@@ -32,6 +50,17 @@ def read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
         types[name] = typ or "token"
     df.columns = names
     return df, types
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    """The 1-based number of the first line of ``path`` that is not valid UTF-8 (0: none)."""
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 @dataclass

@@ -10,7 +10,9 @@ checks every file against its manifest before a run reads it.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
@@ -65,7 +67,79 @@ def verify_le_dir(folder: Path, fix: str) -> dict[str, Any]:
     missing = [f for f in LE_FIELD_NAMES if f not in header]
     if missing:
         raise LEDatasetMismatch(f"{folder / (folder.name + '.inter')} lacks the LE field(s) {missing}; {fix}")
+    check_finite_le_fields(folder / f"{folder.name}.inter", fix)
     return manifest
+
+
+#: The LE fields holding numbers (``float`` and ``float_seq``): nan or inf there is refused.
+LE_NUMBER_FIELDS: tuple[str, ...] = tuple(f.name for f in LE_FIELDS if f.atomic_type in ("float", "float_seq"))
+_BLOCK = 1 << 22  # bytes read at a time
+# a spelling of a non-finite number, in lowercased bytes: nan, inf(inity), or an exponent of 3+
+# digits (1e999 overflows); a line holding one anywhere is parsed exactly, the others are not
+_SUSPECTS = (re.compile(rb"nan"), re.compile(rb"inf"), re.compile(rb"e\+?\d{3}"))
+
+
+def check_finite_le_fields(path: Path, fix: str) -> None:
+    """Raise :class:`LEDatasetMismatch` at the first nan/inf in the LE number fields of the LE
+    ``.inter`` ``path``. Reads the file once in blocks and searches each (lowercased) for the
+    spellings of a non-finite number; only a line holding one is split and parsed (about 3 s/GB)."""
+    with open(path, "rb") as fh:
+        header = fh.readline().rstrip(b"\r\n").decode("utf-8", "replace").split("\t")
+        names = [cell.partition(":")[0] for cell in header]
+        wanted = [(i, name) for i, name in enumerate(names) if name in LE_NUMBER_FIELDS]
+        number, tail = 1, b""  # lines read so far (the header)
+        while block := fh.read(_BLOCK):
+            block = tail + block
+            cut = block.rfind(b"\n") + 1
+            tail = block[cut:]
+            if cut:
+                _check_finite_block(path, block[:cut], number, wanted, fix)
+                number += block.count(b"\n", 0, cut)
+        if tail:
+            _check_finite_block(path, tail + b"\n", number, wanted, fix)
+
+
+def _check_finite_block(path: Path, block: bytes, first: int, wanted: list[tuple[int, str]], fix: str) -> None:
+    """Check the lines of ``block`` (complete lines, line ``first + 1`` onwards) that hold a suspect."""
+    low = block.lower()
+    ahead = [_next(pattern, low, 0) for pattern in _SUSPECTS]  # each pattern's next match (-1: none left)
+    start = 0
+    while True:
+        ahead = [_next(pat, low, start) if 0 <= pos < start else pos for pat, pos in zip(_SUSPECTS, ahead)]
+        found = [pos for pos in ahead if pos >= 0]
+        if not found:
+            return
+        begin = low.rfind(b"\n", 0, min(found)) + 1
+        end = low.find(b"\n", begin)
+        cells = low[begin:end].rstrip(b"\r").split(b"\t")
+        for index, name in wanted:
+            cell = cells[index] if index < len(cells) else b""
+            if not any(pattern.search(cell) for pattern in _SUSPECTS):
+                continue  # the suspect is elsewhere on the line (an id such as "banana")
+            for token in cell.split():
+                if not math.isfinite(_as_float(token)):
+                    line = first + block.count(b"\n", 0, begin) + 1
+                    _not_finite(path, line, name, token.decode("utf-8", "replace"), fix)
+        start = end + 1
+
+
+def _next(pattern: re.Pattern[bytes], text: bytes, start: int) -> int:
+    match = pattern.search(text, start)
+    return match.start() if match else -1
+
+
+def _as_float(token: bytes) -> float:
+    try:
+        return float(token)
+    except ValueError:
+        return math.nan
+
+
+def _not_finite(path: Path, line: int, name: str, value: str, fix: str) -> None:
+    raise LEDatasetMismatch(
+        f"{path}: line {line}: field '{name}' holds {value[:40]!r}, which is not finite (nan or inf) or not a "
+        f"number: an LE folder must hold finite rewards and states (RecBole would fill them silently); {fix}"
+    )
 
 
 def fit_pca(x: np.ndarray, dim: int) -> dict[str, torch.Tensor]:
@@ -115,6 +189,7 @@ def write_lea(
     stream_rows = np.load(p_feat / "stream_rows.npy")
     states = np.load(p_feat / "states.npy")
     train_rows, s_idx, ns_idx = _state_positions(n, train, stream_rows)
+    _refuse_non_finite(base, cfg, train_rows, r, a, states, s_idx, ns_idx)
     pca = _fit_state_pca(states, s_idx, len(train_rows), cfg.le_state_dim)
     st, nst = _project_states(n, states, train_rows, s_idx, ns_idx, pca, cfg.le_state_dim)
     values, aug_mask = _le_values(train, own, raw_items, r, a, st, nst)
@@ -123,6 +198,37 @@ def write_lea(
     rows = {"total": n, "training": int(train.sum()), "augmented": int((aug_mask > 0).sum())}
     manifest = _write_folder(out_dir, base, header, columns, p_train, pca, states, manifest, rows, hook)
     return manifest["rows"]
+
+
+def _refuse_non_finite(
+    base: BaseData,
+    cfg: LEConfig,
+    train_rows: np.ndarray,
+    r: Mapping[str, np.ndarray],
+    a: Mapping[str, np.ndarray],
+    states: np.ndarray,
+    s_idx: np.ndarray,
+    ns_idx: np.ndarray,
+) -> None:
+    """Raise :class:`LEInputError` naming the LE field when a training row's reward or state is
+    nan or inf (a diverged LE); nothing is written then."""
+    aug = np.asarray(a["aug_mask"])[train_rows] > 0
+    checks = (
+        ("le_reward", np.asarray(r["pos_reward"])[train_rows], train_rows),
+        ("le_neg_reward", np.asarray(r["neg_reward"])[train_rows], train_rows),
+        ("le_aug_reward", np.asarray(a["aug_reward"])[train_rows][aug], train_rows[aug]),
+        ("le_state", states[s_idx], train_rows),
+        ("le_next_state", states[ns_idx], train_rows),
+    )
+    for name, values, rows in checks:
+        bad = ~np.isfinite(np.asarray(values, dtype=np.float64).reshape(len(rows), -1)).all(axis=1)
+        if bad.any():
+            raise LEInputError(
+                f"the LE's {name} is not finite (nan or inf) on {int(bad.sum())} of {len(rows)} rows (first: "
+                f"{base.inter_path} line {int(rows[np.argmax(bad)]) + 2}): the LE diverged or overflowed; lower "
+                f"le_lr (now {cfg.le_lr:g}) or run the LLM in a wider le_dtype (now {cfg.le_dtype}), then build "
+                "the LE again. No LE folder was written"
+            )
 
 
 def _state_positions(n: int, train: np.ndarray, stream_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -217,10 +323,7 @@ def _write_folder(
     try:
         tmp.mkdir()
         name = out_dir.name
-        import pandas as pd
-
-        frame = pd.DataFrame(dict(zip(header, columns, strict=True)))
-        frame.to_csv(tmp / f"{name}.inter", sep="\t", index=False, quoting=3, escapechar="\\")
+        _write_inter(tmp / f"{name}.inter", header, columns)
         hook("write", 1)
         shutil.copyfile(base.item_path, tmp / f"{name}.item")
         train_state = torch.load(p_train / "le_state.pt", weights_only=True)
@@ -242,6 +345,18 @@ def _write_folder(
             raise no_space(err, out_dir) from None
         raise
     return manifest
+
+
+def _write_inter(path: Path, header: list[str], columns: list[Any], chunk: int = 1 << 16) -> None:
+    """The LE ``.inter``: tab-separated lines written as they are, no quoting and no escaping
+    (RecBole's atomic format has neither), so an id is byte for byte the base file's (``a\\b``
+    stays ``a\\b``). The ids come from the base .inter, read by tabs and lines: none holds a tab or line break."""
+    cols = [list(map(str, c)) for c in columns]
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write("\t".join(header) + "\n")
+        for start in range(0, len(cols[0]) if cols else 0, chunk):
+            part = [c[start : start + chunk] for c in cols]
+            fh.write("".join("\t".join(row) + "\n" for row in zip(*part, strict=True)))
 
 
 def _replace_folder(tmp: Path, out_dir: Path) -> None:

@@ -4,6 +4,7 @@ adapter, on a fraction of the TRAINING users' training rows, in the streaming la
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import LEConfig
+from .data import LEInputError
 from .distributed import Dist, assign
 from .model import ChunkSpec, LEModel, plan_chunks
 
@@ -25,6 +27,19 @@ def epoch_line(ep: dict[str, float]) -> str:
         f"LE epoch {int(ep['epoch'])}: loss {ep['loss']:.4f} (rm {ep['l_rm']:.4f}, sm {ep['l_sm']:.4f}), "
         f"pairwise accuracy {ep['accuracy']:.3f}, margin {ep['margin']:.3f} over {int(ep['pairs'])} pairs"
     )
+
+
+def check_finite_loss(epoch: int, step: int, l_rm: float, l_sm: float, cfg: LEConfig) -> None:
+    """Stop the LE training at the first batch whose loss is nan or inf (a diverged LE would
+    write nan rewards and states that RecBole silently fills): one message naming the epoch, the
+    loss term and the option to change."""
+    bad = [f"{name} = {value}" for name, value in (("l_rm", l_rm), ("l_sm", l_sm)) if not math.isfinite(value)]
+    if bad:
+        raise LEInputError(
+            f"LE epoch {epoch}, batch {step}: the LE training diverged, its loss term {' and '.join(bad)} is not "
+            f"finite (l_rm: reward model, l_sm: state model, weighted by le_sm_weight={cfg.le_sm_weight:g}); "
+            f"lower the learning rate le_lr (now {cfg.le_lr:g}, e.g. --le_lr={cfg.le_lr / 10:g}) and build the LE again"
+        )
 
 
 def sample_negatives(items: np.ndarray, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -107,6 +122,7 @@ def train_le(
         for i in bar:
             batch = [jobs[j] for j in perm[i : i + cfg.le_batch_size]]
             terms = le_losses(model, prefix, batch)
+            check_finite_loss(epoch + 1, i // cfg.le_batch_size + 1, float(terms["l_rm"]), float(terms["l_sm"]), cfg)
             loss = terms["l_rm"] + cfg.le_sm_weight * terms["l_sm"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -312,7 +328,8 @@ def train_le_dp(
             if loss is not None:
                 loss.backward()
             sum_gradients(model, params, touched_items(batch), dist)
-            dist.all_reduce_(stats)
+            dist.all_reduce_(stats)  # the same sums in every process: all stop together, or none
+            check_finite_loss(epoch + 1, i // cfg.le_batch_size + 1, float(stats[1]), float(stats[2]), cfg)
             opt.step()
             w = int(sum(len(b[1]) for b in batch))
             sums += torch.tensor([stats[0] * w, stats[1] * w, stats[2] * w, stats[3], stats[4]], dtype=torch.float64)
