@@ -213,7 +213,7 @@ def test_summary_ttest_marks_and_ranks() -> None:
 def test_paired_pvalue_edge_cases() -> None:
     assert math.isnan(compare.paired_pvalue([0.1], [0.2]))
     assert math.isnan(compare.paired_pvalue([0.1, 0.2], [0.1, 0.2]))
-    assert compare.paired_pvalue([0.2, 0.3], [0.1, 0.2]) == 0.0
+    assert math.isnan(compare.paired_pvalue([0.2, 0.3], [0.1, 0.2]))  # a constant difference: no test
 
 
 def test_model_spec_parsing() -> None:

@@ -104,7 +104,7 @@ MAX_SEED_COUNT = 100
 
 
 def seed_list(seeds: Sequence[int] | int, base_seed: int = 2020) -> list[int]:
-    """``3`` -> ``[2020, 2021, 2022]``; an explicit list is kept as given."""
+    """``3`` -> ``[2020, 2021, 2022]``; an explicit list is kept as given, each seed once."""
     if isinstance(seeds, int):
         if seeds < 1:
             raise ConfigError("--seeds must be >= 1")
@@ -116,7 +116,19 @@ def seed_list(seeds: Sequence[int] | int, base_seed: int = 2020) -> list[int]:
                 f"`--base_seed {seeds} --seeds 1`; for several given seeds list two or more numbers."
             )
         return [base_seed + i for i in range(seeds)]
-    return [int(s) for s in seeds]
+    values = [int(s) for s in seeds]
+    repeated = sorted({s for s in values if values.count(s) > 1})
+    if repeated:
+        # a repeated seed would be counted in the header but averaged once in the rows
+        times = {2: "twice"}
+        names = "; ".join(
+            f"seed {s} is given {times.get(values.count(s), f'{values.count(s)} times')}" for s in repeated
+        )
+        raise ConfigError(
+            f"--seeds {' '.join(map(str, values))}: {names}. List each seed once "
+            f"(--seeds {' '.join(map(str, dict.fromkeys(values)))})."
+        )
+    return values
 
 
 def run_key(
@@ -222,14 +234,17 @@ def run_comparison(
 
     prepared: dict[str, dict[str, Any]] = {}  # LE fingerprint -> options that read that LE
     records: list[dict[str, Any]] = []
+    notes: list[str] = []  # warnings the table carries
     for spec in specs:
         for seed in seeds:
             run_options = {**base_config, **spec.overrides, "seed": seed}
             if opts.stored:
-                records.append(_stored_record(runs_dir, spec, seed, run_options))
+                record = _stored_record(runs_dir, spec, seed, run_options)
+                notes += _stale_inputs(record, spec, seed, opts.dataset, files, run_options)
+                records.append(record)
             else:
                 records.append(_record(opts, spec, seed, files, run_options, runs_dir, prepared, run_fn))
-    return _write_tables(opts, records, labels, seeds, output_dir)
+    return _write_tables(opts, records, labels, seeds, output_dir, notes)
 
 
 def _record(
@@ -274,12 +289,17 @@ def _record(
 
 
 def _write_tables(
-    opts: CompareOptions, records: list[dict[str, Any]], labels: list[str], seeds: list[int], output_dir: Path
+    opts: CompareOptions,
+    records: list[dict[str, Any]],
+    labels: list[str],
+    seeds: list[int],
+    output_dir: Path,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """``table.md``, ``table.csv`` and ``runs.csv`` of the records, and what the call returns."""
     rows = summarise(records, labels, seeds, opts.baseline, opts.alpha)
     protocols = sorted({protocol_line(r) for r in records if r.get("status") == "ok"})
-    markdown = render_markdown(rows, opts.dataset, seeds, opts.baseline, opts.alpha, protocols)
+    markdown = render_markdown(rows, opts.dataset, seeds, opts.baseline, opts.alpha, protocols, notes)
     atomic_write_text(output_dir / "table.md", markdown)
     _write_csv(output_dir / "table.csv", _table_csv_rows(rows))
     _write_csv(output_dir / "runs.csv", _runs_csv_rows(records))
@@ -290,6 +310,7 @@ def _write_tables(
         "output_dir": str(output_dir),
         "seeds": seeds,
         "protocols": protocols,
+        "notes": list(notes),
     }
 
 
@@ -305,6 +326,48 @@ def _stored_record(runs_dir: Path, spec: ModelSpec, seed: int, options: Mapping[
         f"--stored: no finished record of {spec.label} with seed {seed} and options {wanted} in {runs_dir}; "
         "run the comparison without --stored to compute it."
     )
+
+
+#: the inputs a stored record must share with today's files: the data, or the LE it read
+CHECKED_INPUTS = {"data": "the data files", "le": "the LE fingerprint (data, LLM weights, LE options, LE code)"}
+
+
+def _stale_inputs(
+    record: Mapping[str, Any],
+    spec: ModelSpec,
+    seed: int,
+    dataset: str,
+    files: list[str],
+    options: Mapping[str, Any],
+) -> list[str]:
+    """``--stored``: a warning (logged, and returned for the table's notes) when ``record`` was
+    computed on other data or another LE than today's files give; none when they match. Code and
+    library versions may differ (that is what ``--stored`` is for)."""
+    where = f"the stored record of {spec.label} x seed {seed} ({record.get('key')})"
+    try:
+        today, _ = inputs_digest(spec.model, dataset, files, dict(options))
+    except (ConfigError, OSError) as err:
+        message = f"{where} cannot be checked against today's data ({err})"
+    else:
+        recorded = record.get("inputs") or {}
+        changed = [_changed_input(name, recorded.get(name), today.get(name)) for name in CHECKED_INPUTS]
+        changed = [c for c in changed if c]
+        if not changed:
+            return []
+        message = f"{where} was computed on other inputs than today's: {'; '.join(changed)} changed since"
+    message += "; run the comparison without --stored to recompute it"
+    logger.warning("--stored: %s", message)
+    return [message]
+
+
+def _changed_input(name: str, recorded: Any, today: Any) -> str | None:
+    """What differs between the recorded and today's digest of one input (None: the same)."""
+    if recorded == today:
+        return None
+    if name == "data" and isinstance(recorded, Mapping) and isinstance(today, Mapping):
+        names = sorted(f for f in set(recorded) | set(today) if recorded.get(f) != today.get(f))
+        return "the sha256 of " + ", ".join(names)
+    return CHECKED_INPUTS[name]
 
 
 def protocol_line(record: Mapping[str, Any]) -> str:
@@ -350,7 +413,10 @@ def _cached(path: Path) -> dict[str, Any] | None:
 
 
 def paired_pvalue(values: Sequence[float], base: Sequence[float]) -> float:
-    """Two-sided paired t-test p-value; NaN with fewer than 2 pairs or zero variance of diffs."""
+    """Two-sided paired t-test p-value; NaN with fewer than 2 pairs or zero variance of diffs.
+
+    A constant difference (zero variance) has no t statistic: its p-value is NaN, never 0.0, so
+    two seeds that happen to differ by the same amount are not starred significant."""
     from scipy.stats import ttest_rel
 
     a = np.asarray(values, dtype=float)
@@ -359,8 +425,7 @@ def paired_pvalue(values: Sequence[float], base: Sequence[float]) -> float:
         return float("nan")
     diff = a - b
     if np.allclose(diff, diff[0]):
-        # constant difference: t is infinite (or undefined when 0); report 0.0 / NaN explicitly
-        return 0.0 if diff[0] != 0 else float("nan")
+        return float("nan")
     return float(ttest_rel(a, b).pvalue)
 
 
@@ -457,6 +522,7 @@ def render_markdown(
     baseline: str | None,
     alpha: float,
     protocols: Sequence[str],
+    notes: Sequence[str] = (),
 ) -> str:
     lines = [
         f"## {dataset}: test results over {len(seeds)} seed(s) ({', '.join(map(str, seeds))})",
@@ -470,6 +536,8 @@ def render_markdown(
         )
     for proto in protocols or ["(no finished run)"]:
         lines.append(f"Evaluation protocol: {proto}.")
+    for note in notes:
+        lines.append(f"**Warning**: {note}.")
     lines.append("")
     header = ["Model", "seeds", *[name for _, name in TABLE_METRICS], "s/epoch"]
     lines.append("| " + " | ".join(header) + " |")

@@ -9,6 +9,7 @@ before any run starts.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -73,24 +74,55 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-#: modules whose code decides a run's numbers (the LE's code enters through the LE fingerprint;
-#: the CLI, the converters and the experiment drivers cannot change a run's result)
-RUN_CODE = ("model/*.py", "data/*.py", "trainer.py", "compat.py", "registry.py", "options.py", "quick_start.py")
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+#: the modules of the package that CANNOT change a run's numbers, with why; every other
+#: ``recbole_lea/**/*.py`` enters the run key (:func:`run_code_files`), so new code is keyed by
+#: default. A test keeps every name here an existing module, none imported by a run.
+NOT_RUN_CODE: dict[str, str] = {
+    "__main__.py": "`python -m recbole_lea`: calls cli.py",
+    "cli.py": "the command line of one run: its options reach the run (and its key) as options",
+    "defaults.py": "renders the shipped yaml files, whose CONTENTS enter the key",
+    "datasets/__main__.py": "the converters' command line",
+    "datasets/cli.py": "the converters' command line; the converted files enter the key by sha256",
+    "datasets/stats.py": "dataset statistics (Table 1): a report, read by no run",
+    "experiments/cli.py": "command lines of the sweeps and tables",
+    "experiments/compare.py": "drives runs and renders tables; a run's options enter its key as options",
+    "experiments/params.py": "reads params files; a trial's values reach it as options",
+    "experiments/plots.py": "draws pictures after a run",
+    "experiments/tune.py": "drives Ray Tune trials; a trial's values reach it as options",
+    "le/__main__.py": "the LE build's command line",
+    "le/testing.py": "test fixtures",
+}
 
 
-def source_digest() -> str:
-    """Digest of the code that decides a run's numbers (:data:`RUN_CODE`): the syntax trees
-    without comments, docstrings or log lines, so such edits keep cached results; the shipped
-    option files enter run keys through their contents."""
+def run_code_files(root: Path | None = None) -> list[Path]:
+    """Every module of the package (``root``, default the installed one) but :data:`NOT_RUN_CODE`:
+    the code a run imports, directly or through the LE build, that can change its numbers."""
+    root = root or PACKAGE_ROOT
+    return sorted(p for p in root.rglob("*.py") if p.relative_to(root).as_posix() not in NOT_RUN_CODE)
+
+
+def source_digest(root: Path | None = None) -> str:
+    """Digest of the code that decides a run's numbers (:func:`run_code_files`), keyed by path
+    relative to the package: the syntax trees without comments, docstrings or log lines, so such
+    edits keep cached results; the shipped option files enter run keys through their contents."""
+    root = root or PACKAGE_ROOT
+    h = hashlib.sha256()
+    for f in run_code_files(root):
+        stat = f.stat()
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(_module_fingerprint(str(f), stat.st_mtime_ns, stat.st_size).encode())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1024)
+def _module_fingerprint(path: str, mtime_ns: int, size: int) -> str:
+    """:func:`~recbole_lea.le.cache.source_fingerprint` of a file, computed again when it changes
+    (a comparison asks for it once per model x seed)."""
     from recbole_lea.le.cache import source_fingerprint
 
-    root = Path(__file__).resolve().parents[1]
-    files = sorted({f for pattern in RUN_CODE for f in root.glob(pattern)})
-    h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(root)).encode())
-        h.update(source_fingerprint(f.read_text(encoding="utf-8")).encode())
-    return h.hexdigest()[:16]
+    return source_fingerprint(Path(path).read_text(encoding="utf-8"))
 
 
 def stack_versions() -> dict[str, str]:

@@ -23,6 +23,7 @@ import csv
 import hashlib
 import ipaddress
 import json
+import logging
 import math
 import os
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from recbole_lea.errors import ConfigError
-from recbole_lea.experiments.params import ParamSpec, grid_size, parse_params_file, to_ray_space
+from recbole_lea.experiments.params import ParamSpec, grid_size, params_file_path, parse_params_file, to_ray_space
 from recbole_lea.experiments.runner import (
     REPO_ROOT,
     absolute_files,
@@ -251,6 +252,7 @@ def run_sweep(
     base_config["data_path"] = resolve_data_path(files, base_config, opts.data_path)
     bigger = bool(read_option("valid_metric_bigger", files, base_config, True))
     swept = [spec.name for spec in specs]
+    check_swept(opts.model, opts.dataset, files, base_config, specs, str(params_file_path(opts.params_file)))
     base_config.update(prepare_shared(opts.model, opts.dataset, base_config["data_path"], files, base_config, swept))
 
     started_ray = not ray.is_initialized()
@@ -283,6 +285,70 @@ def run_sweep(
         heatmap_metric=opts.heatmap_metric,
         experiment_dir=str(output_dir / "ray_results" / name),
     )
+
+
+def sample_values(spec: ParamSpec) -> list[Any]:
+    """Values a trial can get for ``spec``, of the type Ray gives: every ``choice``, the lower end
+    of a continuous range (a float, as Ray samples it)."""
+    if spec.kind == "choice":
+        return list(spec.values)
+    low = float(spec.args[0])
+    if spec.kind == "loguniform":
+        return [math.exp(low)]
+    if spec.kind == "quniform":
+        q = float(spec.args[2])
+        return [round(low / q) * q]
+    return [low]
+
+
+class _SweptWarnings(logging.Filter):
+    """Lets through the run's warnings about the swept option being checked, each once (the base
+    config's own warnings were given by its first resolution)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key = ""
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if f"`{self.key}`" not in message or message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def check_swept(
+    model: str,
+    dataset: str,
+    files: list[str],
+    base_config: Mapping[str, Any],
+    specs: Sequence[ParamSpec],
+    source: str,
+) -> None:
+    """Check every swept option as a trial's run would, before Ray starts: a name no option of
+    the run (of ``model``, the LE build, RecBole) declares, or a value of the wrong kind, raises
+    the run's :class:`ConfigError` (with its did-you-mean), naming the params file ``source``."""
+    from recbole_lea.run_config import resolve_run
+
+    resolve_run(model, dataset, list(files), dict(base_config))  # the base config's own errors, as they are
+    run_logger = logging.getLogger("recbole_lea.run_config")
+    only_swept = _SweptWarnings()
+    run_logger.addFilter(only_swept)
+    try:
+        for spec in specs:
+            only_swept.key = spec.name
+            for value in sample_values(spec):
+                try:
+                    resolve_run(model, dataset, list(files), {**base_config, spec.name: value})
+                except ConfigError as err:
+                    text = str(err).replace("the command line / config_dict", source)
+                    if spec.kind == "quniform" and "Unknown option" not in text:
+                        text += " (quniform gives floats: sweep an integer option with `choice [...]`.)"
+                    where = "" if source in text else f"{source}, "
+                    raise ConfigError(f"{where}swept parameter `{spec.name}` = {value!r}: {text}") from None
+    finally:
+        run_logger.removeFilter(only_swept)
 
 
 def _start_ray(opts: SweepOptions, output_dir: Path) -> None:

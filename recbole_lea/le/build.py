@@ -23,7 +23,7 @@ from .config import STAGES, LEConfig, resolve_config
 from .data import load_base
 from .distributed import Dist, check_agreement, init_dist
 from .files import MANIFEST, LEDatasetMismatch, verify_le_dir
-from .plan import LEPlan, described, missing_le_message, plan_le
+from .plan import LEPlan, described, manifest_differences, missing_le_message, plan_le
 from .stages import Hook, Stages
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ def _write(stages: Stages, p_tok: Path, p_train: Path, p_feat: Path, p_aug: Path
         "config": plan.cfg.to_dict(),
         "model": plan.model,
         "code_version": plan.code,
+        "versions": plan.versions,
         "split": plan.split,
         "stages": {s: plan.fps[s] for s in STAGES[:-1]},
         "reports": {"item_tokens": _meta(p_tok).get("report"), "le_train": _meta(p_train).get("history")},
@@ -168,8 +169,20 @@ def check_le_dataset(
     that says what is missing or wrong and the command that builds it."""
     base_ds = dataset[: -len("-lea")] if dataset.endswith("-lea") else dataset
     cfg = resolve_config(base_ds, profile, overrides, data_path)
-    plan = plan_le(base_ds, data_path, cfg, split)
+    return verified_le_dir(plan_le(base_ds, data_path, cfg, split))
+
+
+def verified_le_dir(plan: LEPlan) -> Path:
+    """The LE folder of ``plan`` after checking that it exists, that every file matches its
+    manifest and that the manifest was built with what ``plan`` asks for (an LE of other options
+    copied or renamed into this folder is refused, naming the options that differ)."""
     if not plan.out_dir.exists():
         raise LEDatasetMismatch(missing_le_message(plan))
-    verify_le_dir(plan.out_dir, plan.fix())
+    manifest = verify_le_dir(plan.out_dir, plan.fix())
+    if manifest.get("fingerprint") != plan.fingerprint:
+        diffs = manifest_differences(manifest, plan) or ["its fingerprint"]
+        raise LEDatasetMismatch(
+            f"LE folder {plan.out_dir} holds an LE built with other {'; '.join(diffs)} (built -> asked): it was "
+            f"copied or renamed there, and is not the LE of these options. Remove it and {plan.fix()}"
+        )
     return plan.out_dir

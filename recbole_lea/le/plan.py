@@ -3,7 +3,8 @@ derived from the resolved options without running anything.
 
 :func:`plan_le` keys each stage on the options its stage tags name
 (:class:`~recbole_lea.le.config.LEConfig`), the data files' sha256, the LLM files' sha256, the
-split and the code version; the fingerprint of the output names its folder,
+split, the code version and the versions of the libraries that compute it
+(:func:`library_versions`); the fingerprint of the output names its folder,
 ``<data_path>/lea/<dataset>-<fingerprint>/<dataset>-lea/``, so LEs of different configurations
 live side by side. :func:`missing_le_message` says why no LE matches a plan.
 """
@@ -28,6 +29,23 @@ from .llm import check_quantization, file_sha256, model_source, resolve_device, 
 LE_ROOT = "lea"
 #: the split the LE is trained on (the run's leave-one-out training rows)
 LOO_SPLIT: dict[str, Any] = {"protocol": "loo"}
+#: libraries whose version can change an LE's numbers (kernels, tokenizers, LoRA, mixed
+#: precision, random streams): part of every stage's key and of the fingerprint
+LE_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "numpy")
+
+
+def library_versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`LE_LIBRARIES` (None when one is not installed),
+    read from the package metadata without importing the libraries."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in LE_LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 @dataclass
@@ -43,6 +61,7 @@ class LEPlan:
     dtype: torch.dtype
     code: str
     split: dict[str, Any]
+    versions: dict[str, str | None] = field(default_factory=dict)  # library_versions()
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     fps: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +120,7 @@ def plan_le(dataset: str, data_path: Path | str, cfg: LEConfig, split: dict[str,
         dtype=resolve_dtype(cfg, device),
         code=code_version(),
         split=dict(split or LOO_SPLIT),
+        versions=library_versions(),
     )
     inputs = {
         "item_tokens": {"item": plan.files["item"]},
@@ -110,7 +130,7 @@ def plan_le(dataset: str, data_path: Path | str, cfg: LEConfig, split: dict[str,
         "augment": {"upstream": ("featurize",)},
     }
     for stage in STAGES[:-1]:
-        key: dict[str, Any] = {"stage": stage, "code": plan.code}
+        key: dict[str, Any] = {"stage": stage, "code": plan.code, "versions": plan.versions}
         for name in stage_options(stage):
             key[name] = _resolved(cfg, name, plan)
         spec = dict(inputs[stage])
@@ -118,10 +138,12 @@ def plan_le(dataset: str, data_path: Path | str, cfg: LEConfig, split: dict[str,
             key[up] = plan.fps[up]
         key.update(spec)
         plan.keys[stage], plan.fps[stage] = key, sha_of(key)
-    # the output: every stage, the data, the weights, the split and every option that can change a result
+    # the output: every stage, the data, the weights, the split, the library versions and every
+    # option that can change a result
     write_key = {
         "stage": "write",
         "code": plan.code,
+        "versions": plan.versions,
         "files": plan.files,
         "model": plan.model["sha256"],
         "split": plan.split,
@@ -134,7 +156,7 @@ def plan_le(dataset: str, data_path: Path | str, cfg: LEConfig, split: dict[str,
 
 def described(plan: LEPlan) -> dict[str, Any]:
     """What every process of one build must agree on: each option, the data, the LLM weights,
-    the split, the code and the cache folder."""
+    the split, the code, the library versions and the cache folder."""
     out: dict[str, Any] = {k: v for k, v in plan.cfg.to_dict().items()}
     out["le_cache_dir (resolved)"] = str(plan.cfg.cache_dir().resolve())
     out[f"{plan.dataset}.inter sha256"] = plan.files["inter"]
@@ -142,6 +164,7 @@ def described(plan: LEPlan) -> dict[str, Any]:
     out["LLM weights sha256"] = plan.model["sha256"]
     out["split"] = plan.split
     out["LE code version"] = plan.code
+    out["library versions"] = plan.versions
     out["device type"] = plan.device.type
     return out
 
@@ -155,27 +178,46 @@ def le_differences(plan: LEPlan) -> tuple[Path, list[str]] | None:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             continue
-        built = {k: v for k, v in (manifest.get("config") or {}).items() if k not in NEUTRAL}
-        asked = {k: v for k, v in plan.cfg.to_dict().items() if k not in NEUTRAL}
-        diffs = [
-            f"{k}: {built.get(k)!r} -> {asked.get(k)!r}"
-            for k in sorted(set(built) | set(asked))
-            if built.get(k) != asked.get(k)
-        ]
-        old_split, new_split = manifest.get("split") or {"protocol": "loo"}, plan.split
-        for k in sorted(set(old_split) | set(new_split)):
-            if old_split.get(k) != new_split.get(k):
-                name = {"protocol": "eval_protocol", "ratios": "sequence_split_ratios"}.get(k, k)
-                diffs.append(f"{name}: {old_split.get(k)!r} -> {new_split.get(k)!r}")
-        if (manifest.get("files") or {}).get("inter", {}).get("sha256") != plan.files["inter"]:
-            diffs.append(f"the data ({plan.dataset}.inter changed since)")
-        if (manifest.get("model") or {}).get("sha256") != plan.model["sha256"]:
-            diffs.append("the LLM weights")
-        if manifest.get("code_version") != plan.code:
-            diffs.append("the LE build code (another version of recbole_lea)")
+        diffs = manifest_differences(manifest, plan)
         if best is None or len(diffs) < len(best[1]):
             best = (manifest_path.parent, diffs)
     return best
+
+
+def manifest_differences(manifest: dict[str, Any], plan: LEPlan) -> list[str]:
+    """What an LE's manifest was built with that ``plan`` does not ask for: options
+    (``name: built -> asked``), the split, the data, the LLM files, the code, the library versions."""
+    built = {k: v for k, v in (manifest.get("config") or {}).items() if k not in NEUTRAL}
+    asked = {k: v for k, v in plan.cfg.to_dict().items() if k not in NEUTRAL}
+    diffs = [
+        f"{k}: {built.get(k)!r} -> {asked.get(k)!r}"
+        for k in sorted(set(built) | set(asked))
+        if built.get(k) != asked.get(k)
+    ]
+    old_split, new_split = manifest.get("split") or {"protocol": "loo"}, plan.split
+    for k in sorted(set(old_split) | set(new_split)):
+        if old_split.get(k) != new_split.get(k):
+            name = {"protocol": "eval_protocol", "ratios": "sequence_split_ratios"}.get(k, k)
+            diffs.append(f"{name}: {old_split.get(k)!r} -> {new_split.get(k)!r}")
+    if (manifest.get("files") or {}).get("inter", {}).get("sha256") != plan.files["inter"]:
+        diffs.append(f"the data ({plan.dataset}.inter changed since)")
+    if (manifest.get("model") or {}).get("sha256") != plan.model["sha256"]:
+        diffs.append("the LLM files")
+    if manifest.get("code_version") != plan.code:
+        diffs.append("the LE build code (another version of recbole_lea)")
+    return diffs + _version_differences(manifest.get("versions"), plan.versions)
+
+
+def _version_differences(built: dict[str, Any] | None, asked: dict[str, Any]) -> list[str]:
+    """``torch 2.4.0 -> 2.5.1`` for each library whose version differs (all of them when the
+    manifest predates recorded versions)."""
+    if not built:
+        return ["the library versions (not recorded by the LE's build)"]
+    return [
+        f"{name} {built.get(name)} -> {asked.get(name)}"
+        for name in sorted(set(built) | set(asked))
+        if built.get(name) != asked.get(name)
+    ]
 
 
 def missing_le_message(plan: LEPlan) -> str:
