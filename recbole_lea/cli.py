@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.help_options:
             print(describe_options(resolved))
             return 0
+        if not (resolved.lea and resolved.run.le_dir):  # a bad .inter line is answered before torch loads
+            from recbole_lea.datasets.validate import check_run_inter
+
+            check_run_inter(resolved.dataset, resolved.data_path, resolved.options)
         from recbole_lea.quick_start import ensure_le, run_resolved
 
         if args.build_le:

@@ -19,6 +19,7 @@ import importlib
 import os
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 RECBOLE_VERSION = "1.2.1"
 RECBOLE_INSTALL = f"pip install --no-deps recbole=={RECBOLE_VERSION}"
@@ -127,6 +128,21 @@ def _no_command_line_options() -> None:
     Config._load_cmd_line = load_cmd_line
 
 
+def recbole_dataset_class(config: Any) -> type:
+    """The dataset class RecBole 1.2.1's ``create_dataset`` picks for ``config`` (the model's own
+    ``<Model>Dataset``, else by model type), without its pickle loading (:func:`_no_pickled_data`)."""
+    from recbole.utils import ModelType
+
+    module = importlib.import_module("recbole.data.dataset")
+    if hasattr(module, config["model"] + "Dataset"):
+        return getattr(module, config["model"] + "Dataset")
+    kind = {
+        ModelType.SEQUENTIAL: "SequentialDataset",
+        ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+    }.get(config["MODEL_TYPE"], "Dataset")
+    return getattr(module, kind)
+
+
 def _no_pickled_data() -> None:
     # recbole/data/utils.py: create_dataset() unpickles <checkpoint_dir>/<dataset>-<Class>.pth (or
     # dataset_save_path) and data_preparation() unpickles <checkpoint_dir>/<dataset>-for-<model>-
@@ -134,21 +150,11 @@ def _no_pickled_data() -> None:
     # options off: a planted file runs code, and a stale one silently replaces the current data.
     # Here data always come from the atomic files (the options that would save or load pickles are
     # refused by recbole_lea.quick_start).
-    import importlib
-
     import recbole.data
     import recbole.data.utils as data_utils
-    from recbole.utils import ModelType
 
     def create_dataset(config):  # type: ignore[no-untyped-def]
-        module = importlib.import_module("recbole.data.dataset")
-        if hasattr(module, config["model"] + "Dataset"):
-            return getattr(module, config["model"] + "Dataset")(config)
-        kind = {
-            ModelType.SEQUENTIAL: "SequentialDataset",
-            ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
-        }.get(config["MODEL_TYPE"], "Dataset")
-        return getattr(module, kind)(config)
+        return recbole_dataset_class(config)(config)
 
     def load_split_dataloaders(config):  # type: ignore[no-untyped-def]
         return None

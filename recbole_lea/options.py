@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -227,6 +228,8 @@ def check_value(spec: OptionSpec, value: Any, source: str) -> Any:
             f"Unknown value {coerced!r} for option `{spec.name}` (from {source}): choose one of "
             f"{', '.join(str(c) for c in spec.choices)}.{hint}{fix}"
         )
+    if isinstance(coerced, float) and not math.isfinite(coerced):
+        raise ConfigError(f"Option `{spec.name}` must be a finite number, got {coerced!r} from {source}.{fix}")
     if isinstance(coerced, int | float) and not isinstance(coerced, bool):
         broken = spec.bounds.violated(coerced)
         if broken:
@@ -301,7 +304,8 @@ RECBOLE_RULES: dict[str, Bounds] = {
     "epochs": Bounds(ge=1),
     "train_batch_size": Bounds(ge=1),
     "eval_batch_size": Bounds(ge=1),
-    "MAX_ITEM_LIST_LENGTH": Bounds(ge=1),
+    # every training row holds a history list of this length: 100000 needs terabytes on ml-100k
+    "MAX_ITEM_LIST_LENGTH": Bounds(ge=1, le=1000),
     "learning_rate": Bounds(gt=0),
     "weight_decay": Bounds(ge=0),
     "stopping_step": Bounds(ge=1),
@@ -328,6 +332,8 @@ def check_recbole_value(key: str, value: Any, source: str) -> None:
                 f"Option `topk` must be a positive integer or a list of them, got {value!r} from {source}."
             )
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"Option `{key}` must be a finite number, got {value!r} from {source}.")
     bounds = RECBOLE_RULES.get(key)
     if bounds is None or not isinstance(value, int | float) or isinstance(value, bool):
         return
@@ -357,6 +363,17 @@ def unknown_key_error(
 
 
 # ------------------------------------------------------------------------------ files
+def check_dataset_name(name: str, source: str = "--dataset") -> str:
+    """A dataset name is one path component (it names ``<data_path>/<name>/`` and the LE folder):
+    no separator, not ``.`` or ``..``, not empty."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ConfigError(
+            f"Dataset name {name!r} (from {source}) must be one folder name, without '/' or '..': it names the "
+            "folder <data_path>/<name>/; point --data_path at the folder that holds it instead."
+        )
+    return name
+
+
 def dataset_yaml_path(dataset: str, data_path: str | Path | None = None) -> Path | None:
     """The dataset's yaml: ``<data_path>/<dataset>/<dataset>.yaml`` (written by the converters
     beside the atomic files) when there is one, else the shipped

@@ -26,6 +26,7 @@ from recbole_lea.errors import ConfigError
 from recbole_lea.run_config import (  # noqa: F401 -- re-exported: the public API of a run
     EVAL_PROTOCOLS,
     LEA_SUFFIX,
+    PICKLE_OPTIONS,
     ResolvedRun,
     RunOptions,
     all_declared_specs,
@@ -48,36 +49,17 @@ from recbole.utils import init_logger, init_seed  # noqa: E402
 
 def check_dataset_files(dataset: str, data_path: str, options: dict[str, Any] | None = None) -> Path:
     """Path of ``<data_path>/<dataset>/<dataset>.inter`` after checking every line of the fields a
-    run loads (:func:`recbole_lea.datasets.validate.check_atomic_inter`); converts ml-100k on
-    first use. ``options``: the run's merged options (field names, ``load_col``, separator)."""
-    from recbole_lea.datasets.ml100k import ensure_bundled
-    from recbole_lea.datasets.validate import check_atomic_inter, read_atomic_header
+    run loads (:func:`recbole_lea.datasets.validate.check_run_inter`; converts ml-100k on first use)
+    and the field sizes of its ``.item`` (RecBole's reader stops at 131072 characters)."""
+    from recbole_lea.datasets.validate import check_field_sizes, check_run_inter
 
-    inter = Path(data_path) / dataset / f"{dataset}.inter"
-    ensure_bundled(data_path, dataset)
-    if not inter.is_file():
-        raise ConfigError(
-            f"No atomic files for dataset '{dataset}': expected {inter}. Convert your data first "
-            "(`python -m recbole_lea.datasets --help`, see atomic_datasets/README.md), or point "
-            "--data_path at the folder that holds <dataset>/<dataset>.inter."
-        )
-    options = options or {}
-    sep = str(options.get("field_separator") or "\t")
-    needed = {
-        str(options.get("USER_ID_FIELD") or "user_id"): "token",
-        str(options.get("ITEM_ID_FIELD") or "item_id"): "token",
-        str(options.get("TIME_FIELD") or "timestamp"): "float",
-    }
-    loaded = (options.get("load_col") or {}).get("inter") or []
-    header = read_atomic_header(inter, sep=sep)
-    for name in loaded:
-        if name not in needed and name in header:
-            needed[name] = header[name]
-    check_atomic_inter(inter, needed, sep=sep)
+    inter = check_run_inter(dataset, data_path, options)
+    item = inter.with_suffix(".item")
+    if item.is_file():
+        check_field_sizes(item)
     return inter
 
 
-# ---------------------------------------------------------------------------- LE
 @contextmanager
 def le_build_logging() -> Iterator[None]:
     """Print the LE build's log lines (stage timings, LE epoch accuracy and margin) to stderr when
@@ -120,14 +102,14 @@ def le_dir_of(resolved: ResolvedRun) -> Path:
                 "(eval_protocol, sequence_split_ratios, split_seed), or build the LE of this split."
             )
         return folder
+    from recbole_lea.le.build import verified_le_dir
+
     check_dataset_files(resolved.dataset, resolved.data_path, resolved.options)
     plan = plan_le(resolved.dataset, resolved.data_path, resolved.le, split_of(resolved.run))
-    if not plan.out_dir.exists():
-        from recbole_lea.le.plan import missing_le_message
-
-        raise LEDatasetMismatch(f"{missing_le_message(plan)} (or leave `le_auto_build` on).")
-    verify_le_dir(plan.out_dir, plan.fix())
-    return plan.out_dir
+    try:
+        return verified_le_dir(plan)
+    except LEDatasetMismatch as err:
+        raise LEDatasetMismatch(f"{err} (or leave `le_auto_build` on).") from None
 
 
 def ensure_le(resolved: ResolvedRun) -> Path:
@@ -200,6 +182,18 @@ def _check_topk(config: Config, n_items: int) -> None:
         )
 
 
+def _check_queries(config: Config, valid_data: Any, test_data: Any) -> None:
+    """Stop before training when the split leaves no validation or no test query."""
+    for part, data in (("validation", valid_data), ("test", test_data)):
+        if data is not None and len(data._dataset) == 0:
+            raise ConfigError(
+                f"The split of dataset '{config['dataset']}' leaves no {part} query: every user has too few "
+                "interactions (leave-one-out needs 3 or more per user for one validation and one test query). "
+                "Keep longer sequences (the converters' --min-inter, RecBole's user_inter_num_interval), or use "
+                "--eval_protocol=sequence, which holds out whole users."
+            )
+
+
 def run_recbole_lea(
     model: str,
     dataset: str,
@@ -241,12 +235,14 @@ def run_resolved(
     logger.info(dataset_obj)
     _check_topk(config, dataset_obj.item_num - 1)
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+    _check_queries(config, valid_data, test_data)
     times["data"] = time.perf_counter() - t0
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_obj = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    trainer.data_record = data_record(config, dataset_obj)
 
     cb = None
     if callback_fn is not None:
@@ -288,6 +284,21 @@ def run_resolved(
     return result
 
 
+def data_record(config: Config, dataset: Any) -> dict[str, Any]:
+    """What a checkpoint keeps of its training data: the token -> id maps and the .inter's sha256."""
+    from recbole_lea.data.dataset import token_maps
+    from recbole_lea.files import sha256_file
+
+    folder = Path(config["data_path"])
+    inter = folder / f"{config['dataset']}.inter"
+    record = {"token_maps": token_maps(dataset), "inter_sha256": sha256_file(inter) if inter.is_file() else None}
+    if str(config["dataset"]).endswith(LEA_SUFFIX):  # served on the base dataset: its digest, from the LE manifest
+        from recbole_lea.le.files import read_manifest
+
+        record["base_inter_sha256"] = ((read_manifest(folder).get("files") or {}).get("inter") or {}).get("sha256")
+    return record
+
+
 def _log_file() -> str | None:
     """The log file RecBole's ``init_logger`` opened for this run."""
     for handler in logging.getLogger().handlers:
@@ -306,15 +317,26 @@ def load_data_and_model(model_file: str, config_dict: dict[str, Any] | None = No
 
     The checkpoint loads with ``torch.load(weights_only=True)`` (see
     :func:`recbole_lea.checkpoint.torch_load`); ``config_dict`` overrides saved options (e.g.
-    ``data_path`` on another machine). ``trust_pickle``: load a checkpoint of an older version
-    that pickled RecBole's Config (only for files you wrote)."""
+    ``data_path`` on another machine). The data are read through the token -> id maps the model
+    was trained with (rows in another order give the same ids; a user or item it never saw is an
+    error), its stored options are checked as a run checks them, and nothing is written (no log
+    file, no pickled dataset). ``trust_pickle``: load a checkpoint of an older version that pickled
+    RecBole's Config (only for files you wrote)."""
+    from recbole_lea.data.dataset import TOKEN_MAPS
+
     checkpoint = torch_load(model_file, map_location="cpu", trust_pickle=trust_pickle)
     config = checkpoint["config"]
     for key, value in (config_dict or {}).items():
         config[key] = value
+    _check_loaded_options(config, model_file)
+    record = checkpoint.get("data") or {}
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    dataset = registry.create_dataset(config)
+    config[TOKEN_MAPS] = record.get("token_maps")
+    try:
+        dataset = registry.create_dataset(config)
+    finally:
+        config.final_config_dict.pop(TOKEN_MAPS, None)
+    _note_other_data(config, record, model_file)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -322,6 +344,48 @@ def load_data_and_model(model_file: str, config_dict: dict[str, Any] | None = No
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
     return config, model, dataset, train_data, valid_data, test_data
+
+
+def _check_loaded_options(config: Config, model_file: str) -> None:
+    """The options stored in a checkpoint, checked as a run's: its model and dataset names, every
+    declared option's type and range, RecBole's ranges, and no option that saves pickles."""
+    from recbole_lea.options import check_dataset_name, check_recbole_value, check_value
+
+    source = f"checkpoint {model_file}"
+    registry.check_model(str(config["model"]))
+    check_dataset_name(str(config["dataset"]), source)
+    declared = all_declared_specs()
+    for key, value in config.final_config_dict.items():
+        if key in PICKLE_OPTIONS and value:
+            raise ConfigError(
+                f"{source} sets `{key}`: reloading never writes or reads pickled datasets or dataloaders; "
+                "it was not written by recbole_lea, or was edited."
+            )
+        if key in declared and _is_plain_value(value):
+            check_value(declared[key], value, source)
+        elif _is_plain_value(value):
+            check_recbole_value(key, value, source)
+
+
+def _note_other_data(config: Config, record: dict[str, Any], model_file: str) -> None:
+    """A warning when the data read now are not the rows the model was trained on."""
+    from recbole_lea.files import sha256_file
+
+    inter = Path(config["data_path"]) / f"{config['dataset']}.inter"
+    trained = record.get("base_inter_sha256" if config["le_serving"] else "inter_sha256")
+    if not record:
+        getLogger(__name__).warning(
+            "%s stores no token maps (written by an older recbole_lea): ids follow the order of the rows of %s, "
+            "as in training only if the file is the same",
+            model_file,
+            inter,
+        )
+    elif trained and inter.is_file() and sha256_file(inter) != trained:
+        getLogger(__name__).warning(
+            "%s differs from the data %s was trained on: its users and items keep their trained ids",
+            inter,
+            model_file,
+        )
 
 
 def load_for_serving(model_file: str, data_path: str | None = None, trust_pickle: bool = False):  # type: ignore[no-untyped-def]

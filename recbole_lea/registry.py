@@ -96,13 +96,13 @@ def get_model(model_name: str) -> type:
 
 def create_dataset(config):  # type: ignore[no-untyped-def]
     """Dataset for ``config``: :class:`RLSequentialDataset` for every sequential model (ours and
-    RecBole's, so splits are identical across them), RecBole's own choice otherwise."""
+    RecBole's, so splits are identical across them), RecBole's own choice otherwise; tokens get the
+    ids of a checkpoint's maps when the config carries them (:class:`~recbole_lea.data.dataset.TokenMaps`)."""
     from recbole.utils import ModelType
 
+    from recbole_lea.compat import recbole_dataset_class
+    from recbole_lea.data.dataset import RLSequentialDataset, with_token_maps
+
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
-        from recbole_lea.data.dataset import RLSequentialDataset
-
         return RLSequentialDataset(config)
-    from recbole.data import create_dataset as recbole_create_dataset
-
-    return recbole_create_dataset(config)
+    return with_token_maps(recbole_dataset_class(config))(config)

@@ -31,6 +31,7 @@ from recbole_lea.options import (
     PROPERTIES,
     OptionSpec,
     build,
+    check_dataset_name,
     check_recbole_value,
     check_value,
     dataset_yaml_path,
@@ -262,7 +263,7 @@ def resolve_run(
 ) -> ResolvedRun:
     """Merge and check every option of a run; nothing is trained or built."""
     registry.check_model(model)  # raises with the closest names
-    dataset = base_dataset_name(dataset)
+    dataset = base_dataset_name(check_dataset_name(dataset))
     config_dict = dict(config_dict or {})
     user_files = [str(f) for f in (config_file_list or [])]
     user_layers = [(f"config file {f}", read_yaml(Path(f), "config file (--config_files)")) for f in user_files]

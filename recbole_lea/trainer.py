@@ -14,6 +14,7 @@ and Adam skips parameters without gradient, so only the network the coin picked 
 
 from __future__ import annotations
 
+import math
 import time
 from functools import cache
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_lea.checkpoint import config_to_plain, torch_load
+from recbole_lea.errors import ConfigError
 from recbole_lea.registry import is_plugin_model
 
 
@@ -40,6 +42,9 @@ class TrainerMixin:
         self.valid_history: list[dict] = []  # every validation result, in order
         #: per epoch: mean training loss per batch, plus each named term for our RL models
         self.loss_history: list[dict[str, float]] = []
+        #: what the model was trained on, kept in its checkpoints: every token field's id -> token
+        #: list and the sha256 of the .inter file (set by the run; reloading serves through the maps)
+        self.data_record: dict[str, Any] | None = None
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):  # type: ignore[no-untyped-def]
         if load_best_model and eval_data:
@@ -68,6 +73,7 @@ class TrainerMixin:
             "state_dict": self.model.state_dict(),  # type: ignore[attr-defined]
             "other_parameter": self.model.other_parameter(),  # type: ignore[attr-defined]
             "optimizer": self.optimizer.state_dict(),  # type: ignore[attr-defined]
+            "data": self.data_record,
         }
         torch.save(state, saved_model_file)  # torch's default protocol: weights_only loads it (RecBole used 4)
         if verbose:
@@ -97,13 +103,37 @@ class TrainerMixin:
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):  # type: ignore[no-untyped-def]
         start = time.perf_counter()
-        loss = super()._train_epoch(  # type: ignore[misc]
-            train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
-        )
+        try:
+            loss = super()._train_epoch(  # type: ignore[misc]
+                train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
+            )
+        except ValueError as err:  # RecBole's Trainer._check_nan: "Training loss is nan"
+            if "nan" not in str(err).lower():
+                raise
+            raise NonFiniteLossError(self._non_finite_message(epoch_idx)) from None
         self.epoch_times.append(time.perf_counter() - start)
-        total = sum(loss) if isinstance(loss, tuple) else loss
-        self.loss_history.append({"loss": float(total) / max(len(train_data), 1)})
+        total = float(sum(loss) if isinstance(loss, tuple) else loss)
+        if not math.isfinite(total):  # an infinite loss passes RecBole's NaN check
+            raise NonFiniteLossError(self._non_finite_message(epoch_idx))
+        self.loss_history.append({"loss": total / max(len(train_data), 1)})
         return loss
+
+    def _non_finite_terms(self) -> list[str]:
+        """The loss terms of this epoch that are not finite (none for RecBole's models)."""
+        return []
+
+    def _non_finite_message(self, epoch_idx: int) -> str:
+        terms = self._non_finite_terms()
+        named = f" (not finite: {', '.join(terms)})" if terms else ""
+        return (
+            f"Training stopped at epoch {epoch_idx}: the training loss is not finite{named}, so the weights are "
+            "no longer numbers. Lower `learning_rate` (or the weight of the named term: w_ah, w_aq, q_weight, ...), "
+            "and check the data and the LE for extreme values."
+        )
+
+
+class NonFiniteLossError(ConfigError):
+    """A training loss that turned NaN or infinite; the message names the epoch and the terms."""
 
 
 class PhasedOptimizer:
@@ -177,6 +207,10 @@ class RLTrainer(TrainerMixin, Trainer):
                     int(self.model.global_step),
                 )
         return result
+
+    def _non_finite_terms(self) -> list[str]:
+        losses, _diagnostics = self.model.pop_loss_terms()
+        return [f"{name}={value}" for name, value in losses.items() if not math.isfinite(value)]
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):  # type: ignore[no-untyped-def]
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)

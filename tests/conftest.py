@@ -42,7 +42,7 @@ TINY_MODEL_CONFIG = {
 
 def write_fake_le_dataset(root: Path, base: pd.DataFrame, name: str = "tiny", dim: int = 8, seed: int = 1) -> Path:
     """A ``<name>-lea`` dataset with random LE fields in the contract's layout (no LLM involved)."""
-    from recbole_lea.data.dataset import training_row_mask
+    from recbole_lea.data.split import training_row_mask
 
     rng = np.random.default_rng(seed)
     train = training_row_mask(base, "user_id", "timestamp")

@@ -13,7 +13,8 @@ import torch
 from recbole.data import data_preparation
 
 from recbole_lea import registry
-from recbole_lea.data.dataset import DONE_FIELD, training_row_mask
+from recbole_lea.data.dataset import DONE_FIELD
+from recbole_lea.data.split import training_row_mask
 from recbole_lea.model.options import VARIANTS
 from recbole_lea.quick_start import build_config, load_data_and_model, load_for_serving, run_recbole_lea
 from recbole_lea.trainer import RLTrainer, get_trainer

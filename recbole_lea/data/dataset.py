@@ -15,19 +15,70 @@ built-in model and ours see exactly the same train/valid/test rows.
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
 import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import FeatureType
 
 from recbole_lea.data.le_fields import LE_PREFIX
-from recbole_lea.data.split import training_row_mask
+from recbole_lea.errors import ConfigError
 
-__all__ = ["DONE_FIELD", "LE_PREFIX", "RLSequentialDataset", "training_row_mask"]
+__all__ = ["DONE_FIELD", "LE_PREFIX", "TOKEN_MAPS", "RLSequentialDataset", "TokenMaps", "token_maps", "with_token_maps"]
 
 DONE_FIELD = "done"
+#: config key of the token -> id maps a reloaded model must see its data through (load only)
+TOKEN_MAPS = "recbole_lea_token_maps"
 
 
-class RLSequentialDataset(SequentialDataset):
+def token_maps(dataset: Any) -> dict[str, list[str]]:
+    """Every token field's id -> token list (``[PAD]`` first), as RecBole assigned them; stored in
+    checkpoints, so a reloaded model sees other data through the ids it was trained with."""
+    return {str(field): [str(t) for t in tokens] for field, tokens in dataset.field2id_token.items()}
+
+
+class TokenMaps:
+    """Mixed into a RecBole dataset class: with ``config[TOKEN_MAPS]`` set (a checkpoint's maps),
+    tokens get the ids of those maps instead of RecBole's order of appearance, and a token the maps
+    do not know is one :class:`ConfigError`. Without it the class is RecBole's."""
+
+    def _remap(self, remap_list: list) -> None:
+        maps = self.config[TOKEN_MAPS]  # type: ignore[attr-defined]
+        field = next((f for _feat, f, _t in remap_list if maps and f in maps), None)
+        if field is None:
+            super()._remap(remap_list)  # type: ignore[misc]
+            return
+        tokens, split_point = self._concat_remaped_tokens(remap_list)  # type: ignore[attr-defined]
+        stored = maps[field]
+        ids = pd.Series(tokens, dtype=object).map({t: i for i, t in enumerate(stored)})
+        unknown = pd.unique(pd.Series(tokens, dtype=object)[ids.isna().to_numpy()])
+        if len(unknown):
+            raise ConfigError(
+                f"{len(unknown)} {field} value(s) of the data are unknown to the trained model (e.g. "
+                f"{', '.join(map(repr, unknown[:3]))}): it can only rank and serve the {field} values it was "
+                "trained on. Serve data of those users and items, or train on data that has them."
+            )
+        mp = np.array(stored, dtype=object)
+        token_id = {t: i for i, t in enumerate(stored)}
+        for (feat, f, ftype), new_ids in zip(remap_list, np.split(ids.to_numpy(np.int64), split_point), strict=True):
+            self.field2id_token.setdefault(f, mp)  # type: ignore[attr-defined]
+            self.field2token_id.setdefault(f, token_id)  # type: ignore[attr-defined]
+            if ftype == FeatureType.TOKEN:
+                feat[f] = new_ids
+            elif ftype == FeatureType.TOKEN_SEQ:
+                feat[f] = np.split(new_ids, np.cumsum(feat[f].agg(len))[:-1])
+
+
+@cache
+def with_token_maps(cls: type) -> type:
+    """RecBole's dataset class ``cls`` with :class:`TokenMaps` mixed in."""
+    return type(cls.__name__, (TokenMaps, cls), {"__module__": cls.__module__})
+
+
+class RLSequentialDataset(TokenMaps, SequentialDataset):
     """``SequentialDataset`` + LE fields kept per target + ``done`` flags + optional paper protocol."""
 
     def _le_fields(self) -> list[str]:

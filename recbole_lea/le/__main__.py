@@ -36,10 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     from recbole_lea.compat import quiet_third_party_warnings
 
     quiet_third_party_warnings()
+    from recbole_lea.options import check_dataset_name
+
     from .build import build_le, check_le_dataset
     from .config import SPECS, resolve_config
 
     try:
+        check_dataset_name(args.dataset)
         cfg = resolve_config(args.dataset, args.profile, overrides, args.data_path)
         if args.command == "options":
             print(f"LE build options (value for dataset {args.dataset!r}, profile {args.profile!r}; cache stages):")
