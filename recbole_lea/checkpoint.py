@@ -98,4 +98,57 @@ def torch_load(path: str, map_location: Any = None, trust_pickle: bool = False) 
         return checkpoint
     if isinstance(checkpoint.get("config"), dict) and checkpoint["config"].get(PLAIN_CONFIG):
         checkpoint["config"] = config_from_plain(checkpoint["config"])
+        checkpoint["other_parameter"] = parameters_from_plain(checkpoint.get("other_parameter"))
     return checkpoint
+
+
+def parameters_to_plain(value: Any) -> Any:
+    """A model's ``other_parameter()`` in types ``torch.load(weights_only=True)`` reads: tensors
+    stay; scipy sparse matrices (ItemKNN's similarity, EASE's, SLIM's, ...) and numpy arrays become
+    tagged dicts of tensors; numbers, strings and containers stay. Anything else is refused rather
+    than pickled."""
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+
+    if value is None or isinstance(value, bool | int | float | str | torch.Tensor):
+        return value
+    if sp.issparse(value):
+        coo = value.tocoo()
+        return {
+            "__sparse__": value.format,
+            "row": torch.from_numpy(np.asarray(coo.row, dtype=np.int64)),
+            "col": torch.from_numpy(np.asarray(coo.col, dtype=np.int64)),
+            "data": torch.from_numpy(np.ascontiguousarray(coo.data)),
+            "shape": [int(n) for n in value.shape],
+        }
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: parameters_to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [parameters_to_plain(v) for v in value]
+    raise ConfigError(
+        f"A model parameter of type {type(value).__name__} cannot be saved in a checkpoint that loads without "
+        "running pickled code; save with --no-save, or store it as a tensor, numpy array or scipy sparse matrix."
+    )
+
+
+def parameters_from_plain(value: Any) -> Any:
+    """The inverse of :func:`parameters_to_plain`."""
+    if isinstance(value, dict) and "__sparse__" in value:
+        import scipy.sparse as sp
+
+        coo = sp.coo_matrix(
+            (value["data"].numpy(), (value["row"].numpy(), value["col"].numpy())), shape=tuple(value["shape"])
+        )
+        return coo.asformat(value["__sparse__"])
+    if isinstance(value, dict) and set(value) == {"__ndarray__"}:
+        return value["__ndarray__"].numpy()
+    if isinstance(value, dict):
+        return {k: parameters_from_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [parameters_from_plain(v) for v in value]
+    return value

@@ -165,6 +165,23 @@ def _no_pickled_data() -> None:
     recbole.data.load_split_dataloaders = load_split_dataloaders
 
 
+def _dok_matrix_update() -> None:
+    # scipy 1.13 removed the private ``dok_matrix._update`` (scipy/sparse/_dok.py: dok is no longer
+    # a dict subclass; its entries live in ``_dict``). RecBole 1.2.1's graph models fill their
+    # adjacency matrix with it: general_recommender/lightgcn.py:111, ngcf.py:110, spectralcf.py:123,
+    # gcmc.py:174, ncl.py:131, knowledge_aware_recommender/kgin.py:356, mcclk.py:425
+    # ("'dok_matrix' object has no attribute '_update'"). The removed method was a plain
+    # dict.update of the (row, col) -> value entries; this is the same on today's dok.
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update"):
+
+        def _update(self, data):  # type: ignore[no-untyped-def]
+            self._dict.update(data)
+
+        sp.dok_matrix._update = _update
+
+
 def quiet_third_party_warnings() -> None:
     """Silence, one by one at the line they come from, the deprecation warnings of our
     dependencies that a user can do nothing about; every other warning (ours included) shows."""
@@ -241,4 +258,5 @@ def apply() -> None:
     _literal_option_values()
     _no_command_line_options()
     _no_pickled_data()
+    _dok_matrix_update()
     _APPLIED = True

@@ -9,11 +9,12 @@ RecBole (:func:`check_model` reads RecBole's model files as text), so bad input 
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 import importlib.util
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from recbole_lea.errors import ConfigError
@@ -67,6 +68,11 @@ def is_plugin_model(name: str) -> bool:
     return name in PLUGIN_MODELS
 
 
+def is_sequential(model_name: str) -> bool:
+    """Ours, or one of RecBole's sequential recommenders (read from its source tree, no import)."""
+    return model_name in PLUGIN_MODELS or recbole_model_names().get(model_name) == "sequential_recommender"
+
+
 def check_model(model_name: str) -> None:
     """An :class:`UnknownModelError` naming the closest matches and our models, unless
     ``model_name`` is ours or RecBole's."""
@@ -81,6 +87,33 @@ def check_model(model_name: str) -> None:
         f"{len(recbole_model_names())} built-ins (SASRec, GRU4Rec, BERT4Rec, ...) runs too: "
         "`python run_recbole_lea.py --list-models` lists them all."
     )
+
+
+@cache
+def missing_packages(model_name: str) -> tuple[str, ...]:
+    """The Python packages a RecBole model's file imports (at any depth: KGAT imports ``dgl``
+    inside a method) that are not installed: RecBole's optional dependencies (dgl, faiss,
+    lightgbm, xgboost), which neither RecBole 1.2.1 nor recbole_lea installs. Read as text."""
+    sub = recbole_model_names().get(model_name)
+    if sub is None:
+        return ()
+    spec = importlib.util.find_spec("recbole")
+    root = Path(next(iter(spec.submodule_search_locations))) / "model" / sub  # type: ignore[union-attr]
+    tree = ast.parse((root / f"{model_name.lower()}.py").read_text(encoding="utf-8"))
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    return tuple(sorted(n for n in names if importlib.util.find_spec(n) is None))
+
+
+def check_dependencies(model_name: str) -> None:
+    """One :class:`ConfigError` naming the model and the packages it needs that are not installed."""
+    missing = missing_packages(model_name)
+    if missing:
+        raise ConfigError(
+            f"Model {model_name} needs the Python package(s) {', '.join(missing)}, which are not installed "
+            f"(RecBole's optional dependencies: neither RecBole 1.2.1 nor recbole_lea installs them). Install "
+            f"them (`pip install {' '.join(missing)}`, for dgl see its install page), or choose another model."
+        )
 
 
 def get_model(model_name: str) -> type:

@@ -2,9 +2,9 @@
 
 :func:`resolve_run` merges the option layers and checks every key and value:
 
-    RecBole's own defaults < properties/overall.yaml < run.yaml < the model's layers
-    (model/rl.yaml, model/SA2C.yaml, model/le.yaml, model/<Model>.yaml) < the dataset yaml
-    < --config_files < --key=value
+    RecBole's own defaults < properties/overall.yaml < run.yaml < properties/sequential.yaml
+    (sequential models) < the model's layers (model/rl.yaml, model/SA2C.yaml, model/le.yaml,
+    model/<Model>.yaml) < the dataset yaml < --config_files < --key=value
 
 A key that neither RecBole nor a consumer of ours declares is an error with a did-you-mean; a key
 another model reads is ignored with a warning. Each consumer (the run, the model classes, the LE
@@ -226,6 +226,8 @@ def default_config_files(model: str, dataset: str, data_path: str | None = None)
     """Our default layers for ``model`` on ``dataset``; a missing shipped file is an error."""
     registry.check_model(model)
     files = [PROPERTIES / "overall.yaml", PROPERTIES / "run.yaml"]
+    if registry.is_sequential(model):
+        files.append(PROPERTIES / "sequential.yaml")
     files += [PROPERTIES / "model" / f"{stem}.yaml" for stem, _o, _v in option_layers(model)]
     for f in files:
         if not f.is_file():
@@ -235,6 +237,21 @@ def default_config_files(model: str, dataset: str, data_path: str | None = None)
             )
     ds_yaml = dataset_yaml_path(base_dataset_name(dataset), data_path)
     return [str(f) for f in files] + ([str(ds_yaml)] if ds_yaml else [])
+
+
+def implied_options(model: str, dataset: str, merged: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """RecBole defaults a sequential model needs changed, where no file and no user set the key:
+    key -> (value, why). Our RL models draw their own negatives; a RecBole sequential model whose
+    loss_type is CE cannot train with RecBole's negative sampling (RecBole 1.2.1 refuses the pair:
+    recbole/config/configurator.py, ``_set_default_parameters``); a model with a pairwise loss keeps it."""
+    if "train_neg_sample_args" in merged:
+        return {}
+    if registry.is_plugin_model(model):
+        return {"train_neg_sample_args": (None, "recbole_lea: our RL models draw their own negatives")}
+    loss = merged.get("loss_type", recbole_defaults(model, dataset).get("loss_type", (None, ""))[0])
+    if registry.is_sequential(model) and str(loss).upper() == "CE":
+        return {"train_neg_sample_args": (None, "recbole_lea: a CE loss trains over all items, without sampling")}
+    return {}
 
 
 def _file_label(path: str) -> str:
@@ -263,6 +280,7 @@ def resolve_run(
 ) -> ResolvedRun:
     """Merge and check every option of a run; nothing is trained or built."""
     registry.check_model(model)  # raises with the closest names
+    registry.check_dependencies(model)
     dataset = base_dataset_name(check_dataset_name(dataset))
     config_dict = dict(config_dict or {})
     user_files = [str(f) for f in (config_file_list or [])]
@@ -271,53 +289,7 @@ def resolve_run(
     data_path = _pick_data_path(user_layers)
     files = default_config_files(model, dataset, data_path)
     layers = [(_file_label(f), read_yaml(Path(f))) for f in files] + user_layers
-
-    lea = is_lea_model(model) and registry.is_plugin_model(model)
-    from recbole_lea.le.config import DATASET_KEYS as LE_DATASET_KEYS
-    from recbole_lea.le.config import LE_RENAMED
-    from recbole_lea.le.config import SPECS as LE_SPECS
-
-    # what this run reads, and what any consumer declares (a key of another model is ignored
-    # with a warning, so one comparison command can carry every model's options)
-    reads: dict[str, OptionSpec] = dict(RUN_SPECS)
-    reads.update(model_specs(model))
-    if lea:
-        reads.update(LE_SPECS)
-    declared = {**all_declared_specs(), **reads}
-    rb = recbole_defaults(model, dataset)
-    rb_other = recbole_model_keys()
-    hints = {old: f"was renamed `{new}`." for old, new in LE_RENAMED.items() if old not in rb}
-
-    merged: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    ignored: dict[str, str] = {}
-    user_sources = {source for source, _values in user_layers}
-    for source, values in layers:
-        for key, value in values.items():
-            if key in declared:
-                value = check_value(declared[key], value, source)
-                if key not in reads and key not in LE_DATASET_KEYS and source in user_sources:
-                    ignored[key] = source
-            elif key in rb:
-                default, where = rb[key]
-                if not _same_kind(default, value):
-                    raise ConfigError(
-                        f"Option `{key}` expects {_type_name(default)} (default {default!r} in {where}), got "
-                        f"{value!r} from {source}: fix that value."
-                    )
-                check_recbole_value(key, value, source)
-            elif key in rb_other:
-                if source in user_sources:
-                    ignored[key] = source
-            else:
-                raise unknown_key_error(key, set(declared) | set(rb) | set(rb_other), source, hints)
-            merged[key] = value
-            sources[key] = source
-    for key, source in ignored.items():
-        owner = declared[key].owner if key in declared else "other RecBole models"
-        logging.getLogger(__name__).warning(
-            "option `%s` (from %s) is read by %s, not by a %s run: ignored", key, source, owner, model
-        )
+    merged, sources = _merge(model, dataset, layers, {source for source, _values in user_layers})
     for key in PICKLE_OPTIONS:
         if merged.get(key):
             raise ConfigError(
@@ -325,13 +297,68 @@ def resolve_run(
                 "dataloaders (a pickle runs code when loaded, and a saved one goes stale when the data change); "
                 "remove the option, the data load from the atomic files every run."
             )
+    for key, (value, why) in implied_options(model, dataset, merged).items():
+        merged[key], sources[key] = value, why
+        config_dict.setdefault(key, value)
     _check_metrics(merged, sources)
     run = build(RunOptions, {k: merged[k] for k in RUN_SPECS if k in merged}, "the run options")
     _check_split(run, sources)
     resolved = ResolvedRun(model, dataset, data_path, files + user_files, merged, sources, run, None, config_dict)
-    if lea:
+    if resolved.lea:
         resolved.le = _resolve_le(resolved)
     return resolved
+
+
+def _merge(
+    model: str, dataset: str, layers: list[tuple[str, dict[str, Any]]], user_sources: set[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every layer's keys checked and merged, later layers winning: (values, where each came from).
+    A key nobody declares is an error; a key another model reads is ignored with a warning (so one
+    comparison command can carry every model's options)."""
+    from recbole_lea.le.config import DATASET_KEYS as LE_DATASET_KEYS
+    from recbole_lea.le.config import LE_RENAMED
+    from recbole_lea.le.config import SPECS as LE_SPECS
+
+    reads: dict[str, OptionSpec] = {**RUN_SPECS, **model_specs(model)}
+    if is_lea_model(model) and registry.is_plugin_model(model):
+        reads.update(LE_SPECS)
+    declared = {**all_declared_specs(), **reads}
+    rb, rb_other = recbole_defaults(model, dataset), recbole_model_keys()
+    hints = {old: f"was renamed `{new}`." for old, new in LE_RENAMED.items() if old not in rb}
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    ignored: dict[str, str] = {}
+    for source, values in layers:
+        for key, value in values.items():
+            if key in declared:
+                value = check_value(declared[key], value, source)
+                if key not in reads and key not in LE_DATASET_KEYS and source in user_sources:
+                    ignored[key] = source
+            elif key in rb:
+                _check_recbole_key(key, value, rb[key], source)
+            elif key in rb_other:
+                if source in user_sources:
+                    ignored[key] = source
+            else:
+                raise unknown_key_error(key, set(declared) | set(rb) | set(rb_other), source, hints)
+            merged[key], sources[key] = value, source
+    for key, source in ignored.items():
+        owner = declared[key].owner if key in declared else "other RecBole models"
+        logging.getLogger(__name__).warning(
+            "option `%s` (from %s) is read by %s, not by a %s run: ignored", key, source, owner, model
+        )
+    return merged, sources
+
+
+def _check_recbole_key(key: str, value: Any, declared: tuple[Any, str], source: str) -> None:
+    """A RecBole key's value has the kind of its default (where RecBole declares one) and its range."""
+    default, where = declared
+    if not _same_kind(default, value):
+        raise ConfigError(
+            f"Option `{key}` expects {_type_name(default)} (default {default!r} in {where}), got "
+            f"{value!r} from {source}: fix that value."
+        )
+    check_recbole_value(key, value, source)
 
 
 def _check_split(run: RunOptions, sources: dict[str, str]) -> None:

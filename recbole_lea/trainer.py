@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from recbole.trainer import Trainer
 
-from recbole_lea.checkpoint import config_to_plain, torch_load
+from recbole_lea.checkpoint import config_to_plain, parameters_to_plain, torch_load
 from recbole_lea.errors import ConfigError
 from recbole_lea.registry import is_plugin_model
 
@@ -71,7 +71,7 @@ class TrainerMixin:
             "cur_step": self.cur_step,  # type: ignore[attr-defined]
             "best_valid_score": float(self.best_valid_score),  # type: ignore[attr-defined]
             "state_dict": self.model.state_dict(),  # type: ignore[attr-defined]
-            "other_parameter": self.model.other_parameter(),  # type: ignore[attr-defined]
+            "other_parameter": parameters_to_plain(self.model.other_parameter()),  # type: ignore[attr-defined]
             "optimizer": self.optimizer.state_dict(),  # type: ignore[attr-defined]
             "data": self.data_record,
         }

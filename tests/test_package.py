@@ -93,7 +93,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path: Path,
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "gamma = 0.5    [properties/model/rl.yaml]" in shown.stdout
-    assert "MAX_ITEM_LIST_LENGTH = 10    [properties/overall.yaml]" in shown.stdout
+    assert "MAX_ITEM_LIST_LENGTH = 10    [properties/sequential.yaml]" in shown.stdout
     run = subprocess.run(
         [str(bindir / "run_recbole_lea"), *args], cwd=elsewhere, capture_output=True, text=True, env=env
     )

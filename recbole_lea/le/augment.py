@@ -50,7 +50,7 @@ def _recbole_config(base: BaseData, data_path: Path, cfg: LEConfig, device: torc
         "checkpoint_dir": str(workdir / "saved"),
         "log_wandb": False,
         "state": "WARNING",
-        # the recommenders' own backbone sizes (properties/overall.yaml, paper 4.5): history 10,
+        # the recommenders' own backbone sizes (properties/sequential.yaml, paper 4.5): history 10,
         # 1 block, 1 head, 64 units (RecBole's defaults, history 50 and 2 blocks, cost several times more)
         "MAX_ITEM_LIST_LENGTH": 10,
         "train_batch_size": 256,
