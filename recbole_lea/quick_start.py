@@ -227,23 +227,37 @@ def run_resolved(
         torch.set_num_threads(int(config["torch_threads"]))
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    logger = getLogger()
-    logger.info(config)
-
+    getLogger().info(config)
     t0 = time.perf_counter()
     dataset_obj = registry.create_dataset(config)
-    logger.info(dataset_obj)
+    getLogger().info(dataset_obj)
     _check_topk(config, dataset_obj.item_num - 1)
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
     _check_queries(config, valid_data, test_data)
     times["data"] = time.perf_counter() - t0
+    result = _train_and_test(config, dataset_obj, (train_data, valid_data, test_data), saved, callback_fn, times)
+    times["total"] = time.perf_counter() - t_start
+    result.update(model=resolved.model, dataset=resolved.dataset, le_dir=str(le_dir) if le_dir else None)
+    result.update(le_built=le_built, log_file=_log_file())
+    return result
 
+
+def _train_and_test(
+    config: Config,
+    dataset_obj: Any,
+    data: tuple[Any, Any, Any],
+    saved: bool,
+    callback_fn: Callable[[int, float, dict], None] | None,
+    times: dict[str, float],
+) -> dict[str, Any]:
+    """Build the model and its trainer, train, test; the run's result, less what the caller adds."""
+    train_data, valid_data, test_data = data
+    logger = getLogger()
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_obj = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
     trainer.data_record = data_record(config, dataset_obj)
-
     cb = None
     if callback_fn is not None:
 
@@ -258,12 +272,9 @@ def run_resolved(
     t0 = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     times["test"] = time.perf_counter() - t0
-    times["total"] = time.perf_counter() - t_start
     logger.info(f"best valid : {best_valid_result}")
     logger.info(f"test result: {test_result}")
     result = {
-        "model": resolved.model,
-        "dataset": resolved.dataset,
         "best_valid_score": float(best_valid_score),
         "valid_score_bigger": bool(config["valid_metric_bigger"]),
         "best_valid_result": {k: float(v) for k, v in (best_valid_result or {}).items()},
@@ -274,11 +285,8 @@ def run_resolved(
         "train_losses": list(trainer.loss_history),
         "valid_history": list(trainer.valid_history),
         "wall_time": times["train"] + times["test"],
-        "le_dir": str(le_dir) if le_dir else None,
-        "le_built": le_built,
         "n_queries": {"valid": len(valid_data._dataset), "test": len(test_data._dataset)},
         "times_s": times,
-        "log_file": _log_file(),
     }
     result.update(getattr(trainer, "run_notes", {}))
     return result

@@ -14,7 +14,7 @@ from recbole_lea.datasets.common import DatasetError
 from recbole_lea.datasets.options import ConvertFlags, ConvertOptions
 from recbole_lea.datasets.writer import ConversionReport, logger
 from recbole_lea.errors import ConfigError
-from recbole_lea.options import add_option, build, specs_of
+from recbole_lea.options import add_option, build, check_dataset_name, specs_of
 
 EPILOG = """Every converter writes <out>/<name>/<name>.inter, <name>.item, <name>.yaml and
 conversion_report.json (atomically); runs read the dataset yaml from that folder (--yaml-out
@@ -174,6 +174,7 @@ def _add_stats(sub: Any) -> None:
 def _options(args: argparse.Namespace, name: str) -> ConvertOptions:
     flags = {n: getattr(args, n) for n in specs_of(ConvertFlags)}
     try:
+        check_dataset_name(name, "--name")
         return build(ConvertFlags, flags, "the command line").options()
     except ConfigError as err:
         raise DatasetError(str(err)) from None
@@ -185,84 +186,87 @@ def _split_list(text: str | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> ConversionReport | dict[str, object]:
     """Execute one parsed command; returns its report (converters) or statistics (stats)."""
-    if args.command == "stats":
-        from recbole_lea.datasets.stats import dataset_stats
+    handlers = {
+        "stats": _run_stats,
+        "lcrec": _run_lcrec,
+        "amazon": _run_amazon,
+        "lfm1b": _run_lfm1b,
+        "ml100k": _run_ml100k,
+        "csv": _run_csv,
+    }
+    if args.command not in handlers:  # pragma: no cover - argparse rejects it
+        raise DatasetError(f"unknown command {args.command}")
+    return handlers[args.command](args)
 
-        if args.name == "ml-100k":
-            from recbole_lea.datasets.ml100k import ensure_ml100k
 
-            ensure_ml100k(args.data_path)
-        return dataset_stats(args.name, args.data_path)
+def _run_stats(args: argparse.Namespace) -> dict[str, object]:
+    from recbole_lea.datasets.ml100k import ensure_bundled
+    from recbole_lea.datasets.stats import dataset_stats
 
-    if args.command == "lcrec":
-        from recbole_lea.datasets.lcrec import convert_lcrec, find_files
+    ensure_bundled(args.data_path, args.name)
+    return dataset_stats(args.name, args.data_path)
 
-        inter_json, item_json = args.inter_json, args.item_json
-        if args.source:
-            found = find_files(args.source)
-            inter_json, item_json = inter_json or found[0], item_json or found[1]
-        if not inter_json:
-            raise DatasetError("lcrec needs a source folder or --inter-json (and --item-json)")
-        name = args.name or os.path.basename(os.path.normpath(args.source or os.path.dirname(inter_json) or "."))
-        field_keys = dict(kv.split("=", 1) for kv in _split_list(args.fields)) if args.fields else None
-        return convert_lcrec(inter_json, item_json, name, _options(args, name), field_keys)
 
-    if args.command == "amazon":
-        from recbole_lea.datasets.amazon import convert_amazon, default_name
+def _run_lcrec(args: argparse.Namespace) -> ConversionReport:
+    from recbole_lea.datasets.lcrec import convert_lcrec, find_files
 
-        name = args.name or default_name(args.reviews)
-        return convert_amazon(args.reviews, args.meta, name, _options(args, name))
+    inter_json, item_json = args.inter_json, args.item_json
+    if args.source:
+        found = find_files(args.source)
+        inter_json, item_json = inter_json or found[0], item_json or found[1]
+    if not inter_json:
+        raise DatasetError("lcrec needs a source folder or --inter-json (and --item-json)")
+    name = args.name or os.path.basename(os.path.normpath(args.source or os.path.dirname(inter_json) or "."))
+    field_keys = dict(kv.split("=", 1) for kv in _split_list(args.fields)) if args.fields else None
+    return convert_lcrec(inter_json, item_json, name, _options(args, name), field_keys)
 
-    if args.command == "lfm1b":
-        from recbole_lea.datasets.lfm1b import convert_lfm1b
 
-        if not args.folder and not args.les:
-            raise DatasetError("lfm1b needs the LFM-1b folder or --les PATH")
-        return convert_lfm1b(
-            args.folder,
-            args.name,
-            _options(args, args.name),
-            les=args.les,
-            tracks=args.tracks,
-            albums=args.albums,
-            artists=args.artists,
-            days=args.days,
-            start=args.start,
-            columns={
-                "les": args.les_columns,
-                "tracks": args.tracks_columns,
-                "albums": args.albums_columns,
-                "artists": args.artists_columns,
-            },
-        )
+def _run_amazon(args: argparse.Namespace) -> ConversionReport:
+    from recbole_lea.datasets.amazon import convert_amazon, default_name
 
-    if args.command == "ml100k":
-        from recbole_lea.datasets.ml100k import convert_ml100k
+    name = args.name or default_name(args.reviews)
+    return convert_amazon(args.reviews, args.meta, name, _options(args, name))
 
-        return convert_ml100k(_options(args, args.name), name=args.name)
 
-    if args.command == "csv":
-        from recbole_lea.datasets.generic import convert_csv, default_name
+def _run_lfm1b(args: argparse.Namespace) -> ConversionReport:
+    from recbole_lea.datasets.lfm1b import convert_lfm1b
 
-        name = args.name or default_name(args.inter)
-        return convert_csv(
-            args.inter,
-            args.items,
-            name,
-            _options(args, name),
-            user_col=args.user_col,
-            item_col=args.item_col,
-            time_col=args.time_col,
-            item_id_col=args.item_id_col,
-            text_cols=_split_list(args.text_cols) or None,
-            token_cols=_split_list(args.token_cols),
-            sep=args.sep,
-            items_sep=args.items_sep,
-            time_format=args.time_format,
-            noun=args.noun,
-            template=args.template,
-        )
-    raise DatasetError(f"unknown command {args.command}")  # pragma: no cover - argparse rejects it
+    if not args.folder and not args.les:
+        raise DatasetError("lfm1b needs the LFM-1b folder or --les PATH")
+    columns = {k: getattr(args, f"{k}_columns") for k in ("les", "tracks", "albums", "artists")}
+    files = {"les": args.les, "tracks": args.tracks, "albums": args.albums, "artists": args.artists}
+    return convert_lfm1b(
+        args.folder, args.name, _options(args, args.name), **files, days=args.days, start=args.start, columns=columns
+    )
+
+
+def _run_ml100k(args: argparse.Namespace) -> ConversionReport:
+    from recbole_lea.datasets.ml100k import convert_ml100k
+
+    return convert_ml100k(_options(args, args.name), name=args.name)
+
+
+def _run_csv(args: argparse.Namespace) -> ConversionReport:
+    from recbole_lea.datasets.generic import convert_csv, default_name
+
+    name = args.name or default_name(args.inter)
+    return convert_csv(
+        args.inter,
+        args.items,
+        name,
+        _options(args, name),
+        user_col=args.user_col,
+        item_col=args.item_col,
+        time_col=args.time_col,
+        item_id_col=args.item_id_col,
+        text_cols=_split_list(args.text_cols) or None,
+        token_cols=_split_list(args.token_cols),
+        sep=args.sep,
+        items_sep=args.items_sep,
+        time_format=args.time_format,
+        noun=args.noun,
+        template=args.template,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -294,14 +294,7 @@ def train_le_dp(
     start = 0
     resumed = checkpoints.latest() if checkpoints is not None else None
     if resumed is not None:
-        start, tensors, progress = resumed
-        model.load_trainable_state({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-        opt.load_state_dict(_unflatten_optimizer(tensors, progress["optimizer"]))
-        rng.bit_generator.state = progress["rng"]["bit_generator"]
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and model.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], model.device)
-        history = list(progress["history"])
+        start, history = _resume(model, opt, rng, resumed)
         logger.info("LE training: resuming after epoch %d of %d", start, cfg.le_epochs)
     with torch.no_grad():
         for p in params:  # equal starting points in every process (as DDP does)
@@ -344,17 +337,43 @@ def train_le_dp(
         log = logger.info if dist.is_main else logger.debug  # one line per epoch, not one per process
         log(f"{epoch_line(ep)} ({dist.world} processes)")
         if checkpoints is not None and epoch + 1 < cfg.le_epochs:
-            tensors, opt_meta = _flatten_optimizer(opt.state_dict())
-            tensors.update({f"model.{k}": v for k, v in model.trainable_state().items()})
-            tensors["rng.torch"] = torch.get_rng_state()
-            if model.device.type == "cuda":
-                tensors["rng.cuda"] = torch.cuda.get_rng_state(model.device)
-            progress = {"optimizer": opt_meta, "rng": _rng_progress(rng), "history": history, "epoch": epoch + 1}
-            checkpoints.save(epoch + 1, tensors, progress)
+            _save_epoch(checkpoints, epoch + 1, model, opt, rng, history)
         if on_epoch is not None:
             on_epoch(epoch + 1)
     model.eval()
     return history
+
+
+def _resume(
+    model: LEModel, opt: torch.optim.Optimizer, rng: np.random.Generator, resumed: tuple[int, dict, dict]
+) -> tuple[int, list[dict[str, float]]]:
+    """Restore the state an epoch checkpoint holds; returns (epochs done, history so far)."""
+    start, tensors, progress = resumed
+    model.load_trainable_state({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt.load_state_dict(_unflatten_optimizer(tensors, progress["optimizer"]))
+    rng.bit_generator.state = progress["rng"]["bit_generator"]
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and model.device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], model.device)
+    return start, list(progress["history"])
+
+
+def _save_epoch(
+    checkpoints: EpochCheckpoints,
+    epoch: int,
+    model: LEModel,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    history: list[dict[str, float]],
+) -> None:
+    """Everything a resumed training needs after ``epoch``: LoRA, heads, Adam's moments, the RNGs."""
+    tensors, opt_meta = _flatten_optimizer(opt.state_dict())
+    tensors.update({f"model.{k}": v for k, v in model.trainable_state().items()})
+    tensors["rng.torch"] = torch.get_rng_state()
+    if model.device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(model.device)
+    progress = {"optimizer": opt_meta, "rng": _rng_progress(rng), "history": history, "epoch": epoch}
+    checkpoints.save(epoch, tensors, progress)
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
