@@ -6,8 +6,8 @@
 Each model runs as a user would run it, ``python run_recbole_lea.py --model=<M> --dataset=ml-100k
 --epochs=1 --no-save --json <file>``, on a copy of RecBole's bundled ml-100k (``.inter`` with
 ratings, ``.user``, ``.item``, ``.kg``, ``.link``: what the context-aware and knowledge-aware
-families need), beside which a dataset yaml of our own says nothing, so RecBole's own dataset and
-family settings hold (our ``properties/sequential.yaml`` still applies to sequential models).
+families need), beside which a dataset yaml of our own loads the columns RecBole's quick-start configs load for
+ml-100k (our ``properties/sequential.yaml`` still applies to sequential models that rank all items).
 
 ``--parity M [M ...]`` instead runs each named model twice more, through our command and through
 RecBole's own ``recbole.quick_start.run_recbole`` with the same files, options and seed (RecBole's
@@ -42,10 +42,16 @@ FAMILIES = {
     "knowledge_aware_recommender": "knowledge-aware",
     "exlib_recommender": "exlib",
 }
-DATASET_YAML = (
-    "# RecBole's bundled ml-100k, copied by benchmarks/recbole_zoo.py: RecBole's own dataset and\n"
-    "# family settings (recbole/properties/dataset/ml-100k.yaml, quick_start_config/) hold.\n"
-)
+DATASET_YAML = """# RecBole's bundled ml-100k, copied by benchmarks/recbole_zoo.py: RecBole's own dataset settings
+# (recbole/properties/dataset/ml-100k.yaml) hold; the columns are the union of what RecBole's
+# quick-start configs load for ml-100k (context-aware, feature-aware sequential, knowledge-aware).
+load_col:
+  inter: [user_id, item_id, rating, timestamp]
+  user: [user_id, age, gender, occupation]
+  item: [item_id, release_year, class]
+  kg: [head_id, relation_id, tail_id]
+  link: [item_id, entity_id]
+"""
 
 
 def bundled_copy(work: Path) -> Path:
@@ -145,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="JSON list of the rows")
     ap.add_argument("--md", default=None, help="Markdown table")
     ap.add_argument("--parity", nargs="+", default=None, help="compare these models with RecBole's own run_recbole")
+    ap.add_argument(
+        "--update", action="store_true", help="rerun the selected models only, replacing their rows in --out"
+    )
     args = ap.parse_args(argv)
     from recbole_lea.registry import recbole_model_names
 
@@ -173,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['model']:<16} {r['family']:<16} {r['status']:<8} {r['seconds']:>7} {r.get('message', '')[:90]}")
     seconds = time.perf_counter() - start
     command = "python benchmarks/recbole_zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.update and args.out and Path(args.out).is_file():  # the other models' rows of the earlier run stay
+        earlier = json.loads(Path(args.out).read_text())
+        fresh = {r["model"]: r for r in rows}
+        rows = [fresh.pop(r["model"], r) for r in earlier["rows"]] + list(fresh.values())
+        seconds += earlier["seconds"]
+        command = f"{earlier['command']}; then {command}"
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows, "seconds": seconds, "command": command}, indent=1))
     if args.md:

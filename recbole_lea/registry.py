@@ -73,6 +73,21 @@ def is_sequential(model_name: str) -> bool:
     return model_name in PLUGIN_MODELS or recbole_model_names().get(model_name) == "sequential_recommender"
 
 
+@cache
+def ranks_all_items(model_name: str) -> bool:
+    """Ours, or a RecBole model that scores every item at once (``full_sort_predict``, read as
+    text): the click-through models DIN and DIEN do not, and keep RecBole's sampled evaluation."""
+    sub = recbole_model_names().get(model_name)
+    if sub is None:
+        return model_name in PLUGIN_MODELS
+    return "def full_sort_predict" in _model_file(model_name, sub).read_text(encoding="utf-8")
+
+
+def _model_file(model_name: str, sub: str) -> Path:
+    spec = importlib.util.find_spec("recbole")
+    return Path(next(iter(spec.submodule_search_locations))) / "model" / sub / f"{model_name.lower()}.py"  # type: ignore[union-attr]
+
+
 def check_model(model_name: str) -> None:
     """An :class:`UnknownModelError` naming the closest matches and our models, unless
     ``model_name`` is ours or RecBole's."""
@@ -97,11 +112,11 @@ def missing_packages(model_name: str) -> tuple[str, ...]:
     sub = recbole_model_names().get(model_name)
     if sub is None:
         return ()
-    spec = importlib.util.find_spec("recbole")
-    root = Path(next(iter(spec.submodule_search_locations))) / "model" / sub  # type: ignore[union-attr]
-    tree = ast.parse((root / f"{model_name.lower()}.py").read_text(encoding="utf-8"))
+    tree = ast.parse(_model_file(model_name, sub).read_text(encoding="utf-8"))
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    names |= {
+        n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level
+    }
     return tuple(sorted(n for n in names if importlib.util.find_spec(n) is None))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from recbole_lea import registry
 from recbole_lea.errors import ConfigError
-from recbole_lea.model.options import MODEL_LAYERS
+from recbole_lea.model.options import BACKBONES, MODEL_LAYERS
 from recbole_lea.options import (
     PROPERTIES,
     OptionSpec,
@@ -173,13 +173,21 @@ def recbole_model_keys() -> frozenset[str]:
     return frozenset(keys)
 
 
-def _same_kind(default: Any, value: Any) -> bool:
+#: RecBole keys that are counts: an integer only (elsewhere RecBole writes float defaults such as 0)
+INTEGER_KEYS = frozenset(
+    {"epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "stopping_step", "eval_step", "worker"}
+    | {"hidden_size", "embedding_size", "inner_size", "n_layers", "n_heads", "num_layers", "seed", "topk"}
+)
+
+
+def _same_kind(default: Any, value: Any, key: str = "") -> bool:
     if default is None or value is None:
         return True
     if isinstance(default, bool):
         return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, int):  # RecBole writes `dropout_prob: 0` for a float option
+        allowed: tuple[type, ...] = (int,) if key in INTEGER_KEYS else (int, float)
+        return isinstance(value, allowed) and not isinstance(value, bool)
     if isinstance(default, float):
         return isinstance(value, int | float) and not isinstance(value, bool)
     if isinstance(default, list | tuple):
@@ -226,8 +234,10 @@ def default_config_files(model: str, dataset: str, data_path: str | None = None)
     """Our default layers for ``model`` on ``dataset``; a missing shipped file is an error."""
     registry.check_model(model)
     files = [PROPERTIES / "overall.yaml", PROPERTIES / "run.yaml"]
-    if registry.is_sequential(model):
+    if registry.is_sequential(model) and registry.ranks_all_items(model):
         files.append(PROPERTIES / "sequential.yaml")
+    if model in BACKBONES or registry.is_plugin_model(model):
+        files.append(PROPERTIES / "backbones.yaml")
     files += [PROPERTIES / "model" / f"{stem}.yaml" for stem, _o, _v in option_layers(model)]
     for f in files:
         if not f.is_file():
@@ -353,7 +363,7 @@ def _merge(
 def _check_recbole_key(key: str, value: Any, declared: tuple[Any, str], source: str) -> None:
     """A RecBole key's value has the kind of its default (where RecBole declares one) and its range."""
     default, where = declared
-    if not _same_kind(default, value):
+    if not _same_kind(default, value, key):
         raise ConfigError(
             f"Option `{key}` expects {_type_name(default)} (default {default!r} in {where}), got "
             f"{value!r} from {source}: fix that value."
