@@ -110,3 +110,17 @@ def test_missing_packages_reads_imports_at_any_depth(tmp_path: Path) -> None:
 
         assert (pkg in found[model]) == (importlib.util.find_spec(pkg) is None), model
     assert found["BPR"] == ()
+
+
+def test_our_sequential_settings_apply_only_where_the_model_supports_them() -> None:
+    sasrec = resolve_run("SASRec", "tiny", None, {})
+    assert sasrec.options["n_layers"] == 1 and sasrec.sources["n_layers"] == "properties/backbones.yaml"
+    fearec = resolve_run("FEARec", "tiny", None, {})  # its own sizes: n_layers 1 divides by zero in FEARec
+    assert "n_layers" not in fearec.options and fearec.options["MAX_ITEM_LIST_LENGTH"] == 10
+    din = resolve_run("DIN", "tiny", None, {})  # no full-sort ranking: RecBole's sampled evaluation holds
+    assert "eval_args" not in din.options and "metrics" not in din.options
+    # RecBole writes `dropout_prob: 0` for GRU4RecCPR's float option: a float value is accepted ...
+    assert resolve_run("GRU4RecCPR", "tiny", None, {"dropout_prob": 0.2}).options["dropout_prob"] == 0.2
+    # ... but a count stays an integer
+    with pytest.raises(ConfigError, match="Option `epochs` expects an integer"):
+        resolve_run("SASRec", "tiny", None, {"epochs": 1.5})
