@@ -4,6 +4,9 @@ Each model spec (``SASRec``, ``SA2C_LEA:variant=LEASR,w_ah=0.1``) runs once per 
 lives in its own folder and is cached as one JSON file per (model spec, seed, config hash), so a
 finished run is read back instead of recomputed. A per-result file lock makes two drivers started
 at once on overlapping work compute each run once: the second waits, then reads the first's JSON.
+Runs go several at once through Ray (``--max_concurrent``, ``--address``:
+:mod:`recbole_lea.experiments.parallel`), or one after another in this process
+(``--max_concurrent 1``); the records and tables are the same either way.
 
 The table gives mean ± sample std (ddof=1) over seeds of the TEST Hit/NDCG@5/10/20, the best mean
 of each column in bold and the second best underlined, and a paired t-test
@@ -21,17 +24,20 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from recbole_lea.data.split import protocol_description
 from recbole_lea.errors import ConfigError
+from recbole_lea.experiments.parallel import Progress, RunJob, run_jobs
+from recbole_lea.experiments.ray_runtime import ray_session
 from recbole_lea.experiments.runner import (
     LOCK_TIMEOUT_S,
     RunFn,
@@ -183,6 +189,17 @@ class CompareOptions:
         "run nothing: table from the newest stored record of each model x seed with the same options, any code version",
     )
     threads: int | None = opt(1, "torch threads per run (None: torch's own setting)", ge=1)
+    max_concurrent: int | None = opt(
+        None,
+        "runs at once, through Ray (default: CPU cores // --threads here, or as the cluster's CPUs allow with "
+        "--address); 1: one after another in this process, no Ray",
+        ge=1,
+    )
+    address: str | None = opt(
+        None, "spread the runs over a Ray cluster: auto, host:port or ray://host:10001 (default: this machine)"
+    )
+    gpus_per_run: float = opt(0.0, "GPUs Ray gives each run and LE build (through Ray); fractions share a GPU", ge=0)
+    quiet: bool = opt(False, "no progress lines, less Ray output")
 
     def seed_values(self) -> list[int]:
         """The seeds: one number is a count from ``base_seed``, several are the seeds."""
@@ -203,12 +220,15 @@ def run_comparison(
     *,
     config_dict: Mapping[str, Any] | None = None,
     run_fn: RunFn | None = None,
+    progress: Callable[[str], None] | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """Run (or read back) every model x seed, then write ``table.md``, ``table.csv``, ``runs.csv``.
 
     ``options`` (or its fields as keywords, :func:`compare_options`): what to compare;
-    ``config_dict``: config options of every run; ``run_fn``: what runs one (tests).
+    ``config_dict``: config options of every run; ``run_fn``: what runs one (tests; it runs in
+    this process unless ``max_concurrent`` is given, and must then be importable by Ray's
+    workers); ``progress``: where the progress lines go (default stderr, or nowhere with ``quiet``).
     ``stored``: run nothing; take each model x seed from the newest finished record in ``runs/``
     with the same model spec, seed and options, whatever code version wrote it (for tables over
     runs that straddle a code change that does not alter results). Missing ones raise.
@@ -231,60 +251,205 @@ def run_comparison(
     files = absolute_files([str(DEFAULTS_FILE), *opts.config_files])
     base_config = dict(config_dict or {})
     base_config["data_path"] = resolve_data_path(files, base_config, opts.data_path)
+    pairs = [(spec, seed, {**base_config, **spec.overrides, "seed": seed}) for spec in specs for seed in seeds]
+    if opts.stored:
+        records: list[dict[str, Any]] = []
+        notes: list[str] = []  # warnings the table carries
+        for spec, seed, run_options in pairs:
+            record = _stored_record(runs_dir, spec, seed, run_options)
+            notes += _stale_inputs(record, spec, seed, opts.dataset, files, run_options)
+            records.append(record)
+        return _write_tables(opts, records, labels, seeds, output_dir, notes)
+    planned = [_plan(opts, spec, seed, files, run_options, runs_dir) for spec, seed, run_options in pairs]
+    out = progress or (None if opts.quiet else _to_stderr)
+    records = _compute(opts, planned, files, runs_dir, run_fn, Progress(len(planned), out))
+    return _write_tables(opts, records, labels, seeds, output_dir)
 
-    prepared: dict[str, dict[str, Any]] = {}  # LE fingerprint -> options that read that LE
-    records: list[dict[str, Any]] = []
-    notes: list[str] = []  # warnings the table carries
-    for spec in specs:
-        for seed in seeds:
-            run_options = {**base_config, **spec.overrides, "seed": seed}
-            if opts.stored:
-                record = _stored_record(runs_dir, spec, seed, run_options)
-                notes += _stale_inputs(record, spec, seed, opts.dataset, files, run_options)
-                records.append(record)
+
+def _to_stderr(line: str) -> None:
+    print(f"[run_compare_lea] {line}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Planned:
+    """One model x seed: its options, what it reads, its key and record file."""
+
+    spec: ModelSpec
+    seed: int
+    run_options: dict[str, Any]
+    inputs: dict[str, Any]
+    resolved: Any
+    key: str
+    json_path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.label} seed {self.seed}"
+
+
+def _plan(
+    opts: CompareOptions, spec: ModelSpec, seed: int, files: list[str], run_options: dict[str, Any], runs_dir: Path
+) -> _Planned:
+    """Resolve one run (its options checked: bad input fails before any run) and key it."""
+    inputs, resolved = inputs_digest(spec.model, opts.dataset, files, run_options)
+    key = run_key(spec, opts.dataset, seed, files, run_options, inputs)
+    return _Planned(spec, seed, run_options, inputs, resolved, key, runs_dir / f"{key}.json")
+
+
+def local_slots(threads: int | None) -> int:
+    """Runs at once on this machine at ``threads`` torch threads each: its usable cores // threads."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(threads or 1)))
+
+
+def concurrency(opts: CompareOptions, pending: int, run_fn: RunFn | None = None) -> int | None:
+    """How many of ``pending`` runs go at once through Ray; None: one after another in this process
+    (``--max_concurrent 1``, a single run, or a ``run_fn`` without ``max_concurrent``)."""
+    if pending == 0:
+        return None
+    if opts.address:
+        return min(opts.max_concurrent or pending, pending)
+    wanted = opts.max_concurrent or (1 if run_fn is not None else local_slots(opts.threads))
+    cap = min(wanted, pending)
+    return cap if cap > 1 else None
+
+
+def _compute(
+    opts: CompareOptions,
+    planned: list[_Planned],
+    files: list[str],
+    runs_dir: Path,
+    run_fn: RunFn | None,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """Every planned run's record: read back, or computed in this process or on Ray."""
+    stored = {p.key: None if opts.recompute else _cached(p.json_path) for p in planned}
+    pending = [p for p in planned if stored[p.key] is None]
+    progress.read_back(len(planned) - len(pending))
+    cap = concurrency(opts, len(pending), run_fn)
+    if cap is None:
+        prepared: dict[str, dict[str, Any]] = {}  # LE fingerprint -> options that read that LE
+        for p in pending:
+            progress.started(p.label)
+            stored[p.key] = _record(opts, p, files, runs_dir, prepared, run_fn)
+            if stored[p.key].get("cached"):
+                progress.running -= 1
+                progress.read_back()
+                progress.report()
             else:
-                records.append(_record(opts, spec, seed, files, run_options, runs_dir, prepared, run_fn))
-    return _write_tables(opts, records, labels, seeds, output_dir, notes)
+                progress.finished(p.label, stored[p.key])
+    else:
+        stored.update(_compute_on_ray(opts, pending, files, runs_dir, run_fn, progress, cap))
+    return [dict(stored[p.key] or {}) for p in planned]
+
+
+def _compute_on_ray(
+    opts: CompareOptions,
+    pending: list[_Planned],
+    files: list[str],
+    runs_dir: Path,
+    run_fn: RunFn | None,
+    progress: Progress,
+    cap: int,
+) -> dict[str, dict[str, Any]]:
+    """The records of ``pending`` runs, ``cap`` at once on Ray (local node: ``cap`` x threads CPUs)."""
+    builds: dict[str, Any] = {}
+    jobs: list[RunJob] = []
+    for p in pending:
+        le_key = str(p.inputs.get("le")) if p.resolved.lea and not p.resolved.run.le_dir else None
+        if le_key is not None:
+            builds.setdefault(le_key, p.resolved)
+        jobs.append(
+            RunJob(
+                p.key, p.label, p.seed, p.spec.model, opts.dataset, files, p.run_options, str(runs_dir / p.key), le_key
+            )
+        )
+    store = _LockedRecords(opts, {p.key: p for p in pending}, runs_dir)
+    num_cpus = cap * max(1, int(opts.threads or 1))
+    with ray_session(opts.address, num_cpus, runs_dir.parent, opts.quiet):
+        return run_jobs(
+            jobs, builds, store, progress, cap=cap, threads=opts.threads, gpus_per_run=opts.gpus_per_run, run_fn=run_fn
+        )
+
+
+class _LockedRecords:
+    """The record store of runs on Ray: the run's file lock is taken (without waiting) when it
+    starts and released when its record is written, so two drivers never compute it twice."""
+
+    def __init__(self, opts: CompareOptions, planned: Mapping[str, _Planned], runs_dir: Path) -> None:
+        self.opts = opts
+        self.planned = planned
+        self.runs_dir = runs_dir
+        self.locks: dict[str, FileLock] = {}
+
+    def claim(self, job: RunJob) -> tuple[str, dict[str, Any] | None]:
+        lock = FileLock(str(self.runs_dir / f".{job.key}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return "busy", None
+        record = None if self.opts.recompute else _cached(self.planned[job.key].json_path)
+        if record is not None:
+            lock.release()
+            return "cached", record
+        self.locks[job.key] = lock
+        return "run", None
+
+    def finish(self, job: RunJob, record: dict[str, Any]) -> dict[str, Any]:
+        try:
+            _stamp_and_write(self.planned[job.key], record)
+        finally:
+            lock = self.locks.pop(job.key, None)
+            if lock is not None:
+                lock.release()
+        return record
+
+    def release_all(self) -> None:
+        for key in list(self.locks):
+            self.locks.pop(key).release()
+
+
+def _stamp_and_write(p: _Planned, record: dict[str, Any]) -> None:
+    """Give a computed record its label, seed, key and inputs, and write it (atomically)."""
+    record.update(label=p.spec.label, seed=p.seed, key=p.key, schema=RESULT_SCHEMA, inputs=p.inputs)
+    _write_record(p.json_path, record)
+    record["cached"] = False
 
 
 def _record(
     opts: CompareOptions,
-    spec: ModelSpec,
-    seed: int,
+    p: _Planned,
     files: list[str],
-    run_options: dict[str, Any],
     runs_dir: Path,
     prepared: dict[str, dict[str, Any]],
     run_fn: RunFn | None,
 ) -> dict[str, Any]:
     """The verified record of one run, read back when it exists (unless ``--recompute``), else
-    run and written; under a lock, so two drivers never run it twice. ``prepared``: the LE
-    options already built, by LE fingerprint."""
-    inputs, resolved = inputs_digest(spec.model, opts.dataset, files, run_options)
-    key = run_key(spec, opts.dataset, seed, files, run_options, inputs)
-    json_path = runs_dir / f"{key}.json"
-    record = None if opts.recompute else _cached(json_path)
+    run in this process and written; under a lock, so two drivers never run it twice.
+    ``prepared``: the LE options already built, by LE fingerprint."""
+    record = None if opts.recompute else _cached(p.json_path)
     if record is not None:
         return record
-    with FileLock(str(runs_dir / f".{key}.lock"), timeout=LOCK_TIMEOUT_S):
-        record = None if opts.recompute else _cached(json_path)
+    with FileLock(str(runs_dir / f".{p.key}.lock"), timeout=LOCK_TIMEOUT_S):
+        record = None if opts.recompute else _cached(p.json_path)
         if record is not None:
             return record
-        le_key = str(inputs.get("le"))
+        le_key = str(p.inputs.get("le"))
         if le_key not in prepared:
-            prepared[le_key] = prepare_le(resolved)
+            prepared[le_key] = prepare_le(p.resolved)
         record = run_one(
-            spec.model,
+            p.spec.model,
             opts.dataset,
             files,
-            {**run_options, **prepared[le_key]},
-            run_dir=runs_dir / key,
+            {**p.run_options, **prepared[le_key]},
+            run_dir=runs_dir / p.key,
             run_fn=run_fn,
             torch_threads=opts.threads,
         )
-        record.update(label=spec.label, seed=seed, key=key, schema=RESULT_SCHEMA, inputs=inputs)
-        _write_record(json_path, record)
-        record["cached"] = False
+        _stamp_and_write(p, record)
     return record
 
 

@@ -13,15 +13,14 @@
 - No Tune checkpoints: ASHA only stops trials (never pauses and resumes them) and failed trials
   are not retried, so Tune never restores one; RecBole writes its own best-model checkpoint into
   the trial folder (``run/saved/``), which the trial's test evaluation reads.
-- A local Ray (no ``--address``) listens on 127.0.0.1 only (:func:`start_local_ray`);
-  ``--address`` is the only way to use other machines.
+- A local Ray (no ``--address``) listens on 127.0.0.1 only
+  (:func:`recbole_lea.experiments.ray_runtime.ray_session`); ``--address`` is the only way to use
+  other machines.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import ipaddress
 import json
 import logging
 import math
@@ -34,8 +33,14 @@ from typing import Any
 
 from recbole_lea.errors import ConfigError
 from recbole_lea.experiments.params import ParamSpec, grid_size, params_file_path, parse_params_file, to_ray_space
+
+# Ray's start and stop live in ray_runtime (shared with comparisons); these names stay importable here
+from recbole_lea.experiments.ray_runtime import LOOPBACK as LOOPBACK
+from recbole_lea.experiments.ray_runtime import TRIAL_ENV as TRIAL_ENV
+from recbole_lea.experiments.ray_runtime import device_options as device_options
+from recbole_lea.experiments.ray_runtime import ray_session, ray_temp_dir
+from recbole_lea.experiments.ray_runtime import start_local_ray as start_local_ray
 from recbole_lea.experiments.runner import (
-    REPO_ROOT,
     absolute_files,
     prepare_shared,
     read_option,
@@ -47,12 +52,8 @@ from recbole_lea.experiments.runner import (
 from recbole_lea.files import atomic_open
 from recbole_lea.options import PROPERTIES, build, opt
 
-LOOPBACK = "127.0.0.1"
 DEFAULTS_FILE = PROPERTIES / "experiments" / "eval.yaml"
-_MAX_RAY_TMP_LEN = 36  # Ray's socket paths (<tmp>/session_<date>_<pid>/sockets/...) must fit 107
-#: environment of every trial process: keep the worker's working directory (Ray's default moves it
-#: to a per-trial folder under the session dir; RecBole writes ``log/`` relative to it)
-TRIAL_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+_ray_temp_dir = ray_temp_dir
 
 
 def _import_run_fn(ref: str | None) -> Any:
@@ -62,18 +63,6 @@ def _import_run_fn(ref: str | None) -> Any:
     import importlib
 
     return getattr(importlib.import_module(module), name)
-
-
-def device_options(gpu_ids: Sequence[Any]) -> dict[str, Any]:
-    """RecBole device options from the GPUs Ray assigned to this trial.
-
-    Ray already restricts ``CUDA_VISIBLE_DEVICES`` of the worker to ``gpu_ids``; RecBole sets
-    ``CUDA_VISIBLE_DEVICES = gpu_id`` again, so ``gpu_id`` must be exactly those ids (never the
-    user's ``gpu_id``). No GPU: ``gpu_id = ""``, which RecBole turns into the CPU device.
-    """
-    if gpu_ids:
-        return {"use_gpu": True, "gpu_id": ",".join(str(g) for g in gpu_ids)}
-    return {"use_gpu": False, "gpu_id": ""}
 
 
 def _trial(
@@ -113,74 +102,6 @@ def _trial(
     # best trial only.
     write_json_atomic(trial_dir / "test_result.json", record.pop("test_result", {}))
     write_json_atomic(trial_dir / "trial_result.json", record)
-
-
-def _ray_temp_dir(output_dir: Path) -> str:
-    """Ray's temp dir inside the output dir; through a short /tmp symlink when the real path is
-    too long for Ray's unix socket names."""
-    real = output_dir / "ray_tmp"
-    real.mkdir(parents=True, exist_ok=True)
-    if len(str(real)) <= _MAX_RAY_TMP_LEN:
-        return str(real)
-    digest = hashlib.sha1(str(real).encode()).hexdigest()[:8]
-    link = Path("/tmp") / f"rlea_{digest}"
-    if link.is_symlink() and os.readlink(link) != str(real):
-        link.unlink()
-    if not link.exists():
-        link.symlink_to(real, target_is_directory=True)
-    return str(link)
-
-
-def start_local_ray(num_cpus: int | None = None, temp_dir: str | None = None, log_to_driver: bool = True) -> str:
-    """Start a local Ray node for a sweep, listening on loopback only, and return its IP.
-
-    Every server of the node (GCS, raylet, object manager, the workers' and the driver's gRPC
-    servers) binds to 127.0.0.1 (:func:`recbole_lea.compat.ray_loopback_only`); nothing else on the
-    network can reach it. No dashboard, no usage-stats report. The repository goes on the workers'
-    ``PYTHONPATH`` and :data:`TRIAL_ENV` into their environment: a local Ray's processes inherit
-    the driver's environment at start, with no runtime env, so trials reuse Ray's prestarted
-    workers instead of starting a fresh one each. Raises ``RuntimeError`` (after shutting the node
-    down) if Ray started on any other address. Never joins an existing cluster (``--address``
-    does that).
-    """
-    import ray
-
-    from recbole_lea.compat import ray_loopback_only
-
-    env = {
-        "RAY_USAGE_STATS_ENABLED": "0",  # it would try the network at start
-        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p),
-        **TRIAL_ENV,
-    }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        with ray_loopback_only():
-            context = ray.init(
-                # always a new node: without it ray.init() joins a cluster that `ray start` left
-                # running on this machine (<temp dir>/ray_current_cluster) or RAY_ADDRESS names
-                address="local",
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                log_to_driver=log_to_driver,
-                _node_ip_address=LOOPBACK,
-                _temp_dir=temp_dir,
-            )
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    node_ip = context.address_info["node_ip_address"]
-    if not ipaddress.ip_address(node_ip).is_loopback:
-        ray.shutdown()
-        raise RuntimeError(
-            f"Ray started its local node on {node_ip}, not on loopback: this Ray version ignores "
-            "recbole_lea.compat.ray_loopback_only, and the sweep would listen on the network. "
-            "Install a Ray version from setup.cfg's range."
-        )
-    return node_ip
 
 
 @dataclass
@@ -239,8 +160,6 @@ def run_sweep(
     config options of every trial; ``run_fn_ref``: ``module:function`` that runs one (tests).
     Returns the summary written to ``<output_dir>/best.json`` plus ``trials`` (the CSV rows).
     """
-    import ray
-
     opts = options or sweep_options(**fields)
     if len(opts.heatmap) != 2:
         raise ConfigError(f"Option `heatmap` names two swept options (x y), got {opts.heatmap}.")
@@ -255,19 +174,13 @@ def run_sweep(
     check_swept(opts.model, opts.dataset, files, base_config, specs, str(params_file_path(opts.params_file)))
     base_config.update(prepare_shared(opts.model, opts.dataset, base_config["data_path"], files, base_config, swept))
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        _start_ray(opts, output_dir)
     name = f"sweep_{time.strftime('%Y%m%d-%H%M%S')}"
-    tuner = _tuner(opts, specs, files, base_config, bigger, name, output_dir, run_fn_ref)
-    start = time.perf_counter()
-    try:
+    with ray_session(opts.address, opts.num_cpus, output_dir, opts.quiet):
+        tuner = _tuner(opts, specs, files, base_config, bigger, name, output_dir, run_fn_ref)
+        start = time.perf_counter()
         grid = tuner.fit()
         wall = time.perf_counter() - start
         rows = [_trial_row(result, specs, bigger) for result in grid]
-    finally:
-        if started_ray:
-            ray.shutdown()
 
     return _summarise(
         rows=rows,
@@ -349,24 +262,6 @@ def check_swept(
                     raise ConfigError(f"{where}swept parameter `{spec.name}` = {value!r}: {text}") from None
     finally:
         run_logger.removeFilter(only_swept)
-
-
-def _start_ray(opts: SweepOptions, output_dir: Path) -> None:
-    """Join the cluster at ``--address``, or start a local, loopback-only Ray node."""
-    import ray
-
-    if opts.address:
-        # workers on other nodes get the repo on their path through the runtime env
-        pythonpath = os.pathsep.join(p for p in [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(
-            address=opts.address,
-            include_dashboard=False,
-            log_to_driver=not opts.quiet,
-            runtime_env={"env_vars": {"PYTHONPATH": pythonpath, **TRIAL_ENV}},
-        )
-    else:
-        start_local_ray(num_cpus=opts.num_cpus, temp_dir=_ray_temp_dir(output_dir), log_to_driver=not opts.quiet)
 
 
 def _scheduler(opts: SweepOptions, files: list[str], base_config: dict[str, Any]) -> Any:
