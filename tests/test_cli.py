@@ -3,6 +3,7 @@ helpful --help, an unknown model named with its closest matches, a readable end 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,9 @@ def test_help_shows_the_frequent_options(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_end_of_run_summary(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
+    # as in a fresh process: RecBole's init_logger (logging.basicConfig) opens the run's log file only
+    # when the root logger has no handler yet, and earlier tests (and pytest) leave some
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
     code = main(
         [
             "--model=SA2C_LEA",

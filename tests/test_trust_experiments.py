@@ -159,7 +159,8 @@ def test_stored_table_warns_when_the_data_changed(
         output_dir=tmp_path / "c",
     )
     compare.run_comparison(**kwargs, run_fn=_fake_run)
-    logging.getLogger().addHandler(caplog.handler)  # run_one drops the root logger's handlers
+    root = logging.getLogger()  # run_one drops the root logger's handlers; restored after the test
+    monkeypatch.setattr(root, "handlers", [*root.handlers, caplog.handler])
     with caplog.at_level(logging.WARNING, logger="recbole_lea.experiments.compare"):
         same = compare.run_comparison(**kwargs, stored=True)
     assert not [r for r in caplog.records if "--stored" in r.getMessage()]
