@@ -144,13 +144,15 @@ def get_model(model_name: str) -> type:
 
 def create_dataset(config):  # type: ignore[no-untyped-def]
     """Dataset for ``config``: :class:`RLSequentialDataset` for every sequential model (ours and
-    RecBole's, so splits are identical across them), RecBole's own choice otherwise; tokens get the
+    RecBole's, so splits are identical across them) but those with a dataset class of their own
+    (RecBole's ``DIENDataset``, ``KSRDataset``, ...), RecBole's own choice otherwise; tokens get the
     ids of a checkpoint's maps when the config carries them (:class:`~recbole_lea.data.dataset.TokenMaps`)."""
     from recbole.utils import ModelType
 
     from recbole_lea.compat import recbole_dataset_class
     from recbole_lea.data.dataset import RLSequentialDataset, with_token_maps
 
-    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
-        return RLSequentialDataset(config)
-    return with_token_maps(recbole_dataset_class(config))(config)
+    cls = recbole_dataset_class(config)
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and cls.__name__ == "SequentialDataset":
+        return RLSequentialDataset(config)  # not the models with a dataset of their own (DIEN, KSR, ...)
+    return with_token_maps(cls)(config)
