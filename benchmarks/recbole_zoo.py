@@ -122,14 +122,15 @@ def parity(model: str, data_path: Path, work: Path, timeout: float) -> dict[str,
 def render(rows: list[dict[str, Any]], seconds: float, command: str) -> str:
     ok = sum(r["status"] == "ok" for r in rows)
     refused = sum(r["status"] == "refused" for r in rows)
+    slow = sum(r["status"] == "timeout" for r in rows)
     head = [
         f"# RecBole 1.2.1's models through `run_recbole_lea.py` ({time.strftime('%Y-%m-%d')})",
         "",
         f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{seconds / 60:.0f} min. One epoch each on RecBole's bundled ml-100k, `--no-save`.",
         "",
-        f"**{len(rows)} models: {ok} ran, {refused} stopped at once with one message, "
-        f"{len(rows) - ok - refused} failed otherwise.**",
+        f"**{len(rows)} models: {ok} ran, {refused} stopped at once with one message, {slow} did not finish one "
+        f"epoch within the time limit, {len(rows) - ok - refused - slow} failed otherwise.**",
         "",
         "| model | family | status | seconds | test metric | message |",
         "|---|---|---|---:|---|---|",

@@ -182,6 +182,19 @@ def _check_topk(config: Config, n_items: int) -> None:
         )
 
 
+def _check_feature_files(config: Config) -> None:
+    """The additional feature files a model reads (RecBole's KSR and GRU4RecKG read pretrained entity
+    embeddings, ``<dataset>.ent``) exist: one message before loading, not RecBole's traceback."""
+    for suffix in config["additional_feat_suffix"] or []:
+        path = Path(config["data_path"]) / f"{config['dataset']}.{suffix}"
+        if not path.is_file():
+            raise ConfigError(
+                f"Model {config['model']} reads the additional feature file {path} (`additional_feat_suffix: "
+                f"{suffix}`), which dataset '{config['dataset']}' does not have: add it (RecBole's KSR and "
+                "GRU4RecKG read pretrained entity embeddings, .ent), or choose another model."
+            )
+
+
 def _check_queries(config: Config, valid_data: Any, test_data: Any) -> None:
     """Stop before training when the split leaves no validation or no test query."""
     for part, data in (("validation", valid_data), ("test", test_data)):
@@ -229,6 +242,7 @@ def run_resolved(
     init_logger(config)
     getLogger().info(config)
     t0 = time.perf_counter()
+    _check_feature_files(config)
     dataset_obj = registry.create_dataset(config)
     getLogger().info(dataset_obj)
     _check_topk(config, dataset_obj.item_num - 1)
