@@ -138,8 +138,9 @@ def ensure_bundled(data_path: str, dataset: str) -> None:
         os.path.isfile(os.path.join(data_path, NAME, f"{NAME}.{ext}")) for ext in ("inter", "item")
     ):
         return
-    from filelock import FileLock
+    from pathlib import Path
 
-    os.makedirs(data_path, exist_ok=True)
-    with FileLock(os.path.join(data_path, f".{NAME}.lock"), timeout=24 * 3600):
+    from recbole_lea.files import locked
+
+    with locked(Path(data_path) / f".{NAME}.lock"):
         ensure_ml100k(data_path)

@@ -336,8 +336,7 @@ def _compute(
             progress.started(p.label)
             stored[p.key] = _record(opts, p, files, runs_dir, prepared, run_fn)
             if stored[p.key].get("cached"):
-                progress.running -= 1
-                progress.read_back()
+                progress.read_back(was_running=True)
                 progress.report()
             else:
                 progress.finished(p.label, stored[p.key])

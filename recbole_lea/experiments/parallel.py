@@ -130,8 +130,10 @@ class Progress:
         self.running += 1
         self.say(f"started {label}")
 
-    def read_back(self, count: int = 1) -> None:
+    def read_back(self, count: int = 1, was_running: bool = False) -> None:
+        """``count`` records read back instead of computed (``was_running``: one counted as started)."""
         self.cached += count
+        self.running -= int(was_running)
 
     def finished(self, label: str, record: Mapping[str, Any], was_running: bool = True) -> None:
         """One line for the finished run (its key metric, or its error), then the progress line."""

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from recbole_lea.datasets.ml100k import ensure_bundled
-from recbole_lea.files import atomic_write_text
+from recbole_lea.files import atomic_write_text, sha256_file
 
 RunFn = Callable[..., dict[str, Any]]
 ValidCallback = Callable[[int, float, dict[str, Any]], None]
@@ -68,10 +68,6 @@ def to_jsonable(value: Any) -> Any:
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     """Write JSON to a temporary file in the same folder and rename it into place."""
     atomic_write_text(path, json.dumps(to_jsonable(payload), indent=2, sort_keys=True))
-
-
-def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +134,7 @@ def stack_versions() -> dict[str, str]:
 
 def config_hash(payload: Mapping[str, Any], config_file_list: Sequence[str] | None) -> str:
     """Hash of a run's options: the dict plus the CONTENTS of every config file, in order."""
-    files = [file_digest(f) for f in (config_file_list or [])]
+    files = [sha256_file(Path(f)) for f in (config_file_list or [])]
     blob = json.dumps({"dict": to_jsonable(payload), "files": files}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_lea.files import atomic_write_text, folder_checksums, verify_checksums
+from recbole_lea.files import atomic_write_text, folder_checksums, sha256_file, verify_checksums
 
 from .config import LEConfig
 from .data import LEInputError
@@ -227,11 +227,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
             memo = {}
     if key in memo:
         return memo[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     if memo_path:
         memo[key] = digest
         atomic_write_text(memo_path, json.dumps(memo))
