@@ -136,6 +136,20 @@ class LEConfig:
         ("item_tokens",),
         choices=("mean", "random"),
     )
+    le_item_repr: str = le_opt(
+        "tokens",
+        "How an item enters the LLM: tokens (one learned item token, paper 3.2) or titles (its text: the "
+        "item_text_fields joined, cut to le_title_tokens word tokens; no item tokens are learned; paper Fig. 5b, -IT).",
+        LLM_STAGES,
+        choices=("tokens", "titles"),
+    )
+    le_title_tokens: int = le_opt(
+        8,
+        "Word tokens per item with le_item_repr titles (its text cut to this many; shorter texts padded with "
+        "masked slots): every LLM sequence is about this many times longer. Ignored with tokens.",
+        LLM_STAGES,
+        ge=1,
+    )
     le_token_eval: bool = le_opt(
         True,
         "Extra no-grad pass for the final accuracy (False: the last step's accuracy, cheaper; with 0 steps no pass "

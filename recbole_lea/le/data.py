@@ -180,6 +180,24 @@ def item_sentences(base: BaseData, cfg: LEConfig) -> list[tuple[str, str]]:
     return out
 
 
+def item_titles(base: BaseData, cfg: LEConfig) -> list[str]:
+    """The text of each item for ``le_item_repr: titles``, in .item order: the values of
+    ``item_text_fields`` (else the template's fields) joined with ", ", each value's whitespace
+    collapsed as in the item sentence; the title comes first in every shipped dataset."""
+    fields = list(cfg.item_text_fields) or TEMPLATE_FIELD.findall(cfg.le_item_template)
+    for name in fields:
+        if name not in base.item.columns:
+            raise LEInputError(
+                f"item_text_fields names '{name}' but {base.item_path} has no such column "
+                f"(columns: {list(base.item.columns)}); fix item_text_fields or the converter"
+            )
+    out = []
+    for row in base.item[fields].to_dict("records"):
+        values = (" ".join(str(row[name]).split()) for name in fields)
+        out.append(", ".join(v for v in values if v))
+    return out
+
+
 @dataclass
 class UserStream:
     """A user's training stream: the first row + its training rows, in time order."""

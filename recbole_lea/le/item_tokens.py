@@ -1,5 +1,8 @@
 """Item tokenization (paper 3.2): one trainable input-embedding vector per item, LLM frozen, trained
-so that the LLM generates the item's sentence ("[item] movie is titled ...") after it."""
+so that the LLM generates the item's sentence ("[item] movie is titled ...") after it.
+
+With ``le_item_repr: titles`` nothing is learned: :func:`title_items` encodes each item's text as
+its title ids and takes the mean of their word embeddings as the frozen item vector."""
 
 from __future__ import annotations
 
@@ -252,3 +255,66 @@ def train_item_tokens(
         table[idx] = res.vec
     bar.close()
     return table, item_token_report(results, n, cfg)
+
+
+# --- items as titles (le_item_repr: titles; paper Fig. 5b, -IT) ------------------------------------
+def encode_titles(tokenizer, titles: list[str], k: int) -> tuple[torch.Tensor, int]:  # type: ignore[no-untyped-def]
+    """([n_items, k] word-token ids of each item's text cut to ``k`` tokens, -1 in the pad slots;
+    the number of texts that were cut).
+
+    The text is encoded as it would follow other text (a leading space, no special tokens, as the
+    item sentence's part after the [item] slot is); a first token that is only that space is
+    dropped. An empty text becomes one EOS token (an item needs a last token to be read at)."""
+    fallback = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else pad_id(tokenizer)
+    out = torch.full((len(titles), k), -1, dtype=torch.long)
+    cut = 0
+    for i, text in enumerate(titles):
+        ids = list(tokenizer(" " + text, add_special_tokens=False)["input_ids"]) if text.strip() else []
+        if len(ids) > 1 and not tokenizer.decode(ids[:1]).strip():
+            ids = ids[1:]
+        cut += len(ids) > k
+        ids = ids[:k] or [fallback]
+        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out, cut
+
+
+@torch.no_grad()
+def title_mean_table(llm: nn.Module, titles: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    """[n_items, H] float32: the mean of each title's word embeddings (as the embedding module
+    outputs them); the frozen item vector of titles mode, read only where the state model's loss
+    compares a state with items, and written as the LE folder's item tokens."""
+    module = llm.get_input_embeddings()
+    parts = []
+    for i in range(0, len(titles), batch):
+        ids = titles[i : i + batch]
+        real = (ids >= 0).unsqueeze(-1)
+        words = module(ids.clamp(min=0).to(module.weight.device)).float().cpu()  # [b k H]
+        parts.append((words * real).sum(1) / real.sum(1).clamp(min=1))
+    return torch.cat(parts) if parts else torch.zeros(0, module.weight.shape[1])
+
+
+def title_items(
+    llm: nn.Module, tokenizer, titles: list[str], cfg: LEConfig
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """The item_tokens stage in titles mode, no optimisation: (title ids [n, k] with -1 pads,
+    the frozen mean table [n, H], report)."""
+    for p in llm.parameters():
+        p.requires_grad_(False)
+    ids, cut = encode_titles(tokenizer, titles, cfg.le_title_tokens)
+    table = title_mean_table(llm, ids)
+    mean_len = float((ids >= 0).sum(1).float().mean()) if len(titles) else 0.0
+    report = {
+        "items": len(titles),
+        "representation": "titles",
+        "title_tokens": cfg.le_title_tokens,
+        "mean_title_tokens": mean_len,
+        "titles_cut": cut,
+    }
+    logger.info(
+        "item titles: %d items as at most %d word tokens (mean %.1f, %d cut), no item tokens learned",
+        len(titles),
+        cfg.le_title_tokens,
+        mean_len,
+        cut,
+    )
+    return ids, table, report

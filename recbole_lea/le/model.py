@@ -20,6 +20,12 @@ Context of step t ("chunking"): a user stream x_0..x_{n-1} is cut into chunks of
 and sees the chunk's items from its start to t, which is at least its last `le_history_len` items
 (all of them when t < le_history_len).  Inside a chunk positions are contiguous, so a chunk pass
 and a standalone prompt "<instruction> x_s..x_t [a]" are the same computation.
+
+Items as titles (``le_item_repr: titles``, the paper's -IT ablation of Fig. 5b): every item is a
+span of ``le_title_tokens`` slots holding its title's word tokens, padded with slots nobody
+attends to; states and rewards are read at the last word of an item's title, branches are spans
+that see the prefix and the stream up to their anchor's span, and positions count words only, so
+the streaming pass again equals the standalone prompts of the titles' words.
 """
 
 from __future__ import annotations
@@ -78,8 +84,22 @@ class ChunkSpec:
 class LEModel(nn.Module):
     """Frozen causal LM + shared LoRA adapter + linear score head + item tokens (input-embedding space)."""
 
-    def __init__(self, llm: nn.Module, item_tokens: torch.Tensor, cfg: LEConfig, lora: bool = True):
+    def __init__(
+        self,
+        llm: nn.Module,
+        item_tokens: torch.Tensor,
+        cfg: LEConfig,
+        lora: bool = True,
+        titles: torch.Tensor | None = None,
+    ):
+        """``titles`` ([n_items, k] word-token ids, -1 in pad slots; with ``le_item_repr: titles``
+        only): each item enters the LLM as its title's span of k slots, and ``item_tokens`` is the
+        frozen item vector the state model's loss compares states with."""
         super().__init__()
+        if (titles is not None) != (cfg.le_item_repr == "titles"):
+            raise ValueError(f"le_item_repr={cfg.le_item_repr!r} needs titles exactly when it is 'titles'")
+        #: [n_items, k] title ids (-1: pad slot), on the CPU; None with item tokens
+        self.titles = titles.detach().cpu().long() if titles is not None else None
         for p in llm.parameters():
             p.requires_grad_(False)
         if lora:
@@ -102,7 +122,7 @@ class LEModel(nn.Module):
         emb_dim = self.item_tokens.shape[1]
         # The state is compared with item tokens; project when the dims differ (not for one LLM).
         self.state_proj: nn.Module = nn.Identity() if emb_dim == hidden else nn.Linear(hidden, emb_dim)
-        self.item_tokens.requires_grad_(cfg.le_train_item_tokens)
+        self.item_tokens.requires_grad_(cfg.le_train_item_tokens and titles is None)
 
     # --- plumbing ---------------------------------------------------------------------------------
     def causal_lm(self) -> nn.Module:
@@ -182,10 +202,16 @@ class LEModel(nn.Module):
     def state(self, h: torch.Tensor) -> torch.Tensor:
         return self.state_proj(h.float())
 
+    def words(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Word embeddings (as the LLM's embedding module outputs them)."""
+        return self.causal_lm().get_input_embeddings()(token_ids)
+
     # --- streaming ------------------------------------------------------------------------------
     def forward_chunks(self, prefix_ids: list[int], chunks: list[ChunkSpec]) -> dict[str, list[torch.Tensor]]:
         """One padded forward over several chunks.  Returns per chunk: `states` of owned steps,
         `pos_reward` of owned steps that have a next item in the chunk, `branch_reward`."""
+        if self.titles is not None:
+            return self.forward_title_chunks(prefix_ids, chunks)
         p = len(prefix_ids)
         lens = [p + len(c.items) + len(c.branch_item) for c in chunks]
         B, T = len(chunks), max(lens)
@@ -230,6 +256,8 @@ class LEModel(nn.Module):
         """One standalone prompt '<instruction> context [action]' (plain causal mask).
 
         Returns (state at the last context item, reward of action or None)."""
+        if self.titles is not None:
+            return self.forward_title_prompt(prefix_ids, context, action)
         p = len(prefix_ids)
         items = list(context) + ([action] if action is not None else [])
         T = p + len(items)
@@ -248,6 +276,106 @@ class LEModel(nn.Module):
         state = self.state(h[0, last_ctx])
         reward = self.reward(h[0, T - 1]) if action is not None else None
         return state, reward
+
+    # --- items as titles (le_item_repr: titles) ----------------------------------------------------
+    def forward_title_chunks(self, prefix_ids: list[int], chunks: list[ChunkSpec]) -> dict[str, list[torch.Tensor]]:
+        """:meth:`forward_chunks` with every item a span of its title's k slots (:func:`title_layout`):
+        a step's state and an item's reward are read at the last word of its title."""
+        assert self.titles is not None
+        prefix = torch.tensor(prefix_ids, dtype=torch.long)
+        layouts = [title_layout(prefix, c, self.titles) for c in chunks]
+        B, T = len(chunks), max(len(lay.tokens) for lay in layouts)
+        token_ids = torch.zeros(B, T, dtype=torch.long)
+        pos = torch.zeros(B, T, dtype=torch.long)
+        allowed = torch.zeros(B, T, T, dtype=torch.bool)
+        for b, lay in enumerate(layouts):
+            n = len(lay.tokens)
+            token_ids[b, :n], pos[b, :n], allowed[b, :n, :n] = lay.tokens, lay.pos, lay.allowed
+        ar = torch.arange(T)
+        allowed[:, ar, ar] = True  # pad slots see themselves (and nobody sees them)
+        dtype, dev = self.dtype, self.device
+        mask = torch.zeros(B, 1, T, T, dtype=dtype)
+        mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
+        h = self.hidden(self.words(token_ids.to(dev)), mask.to(dev), pos.to(dev))
+        out: dict[str, list[torch.Tensor]] = {"states": [], "pos_reward": [], "branch_reward": []}
+        for b, (c, lay) in enumerate(zip(chunks, layouts, strict=True)):
+            read = lay.item_read.to(dev)
+            hi_r = min(c.own_hi, len(c.items) - 1)
+            out["states"].append(self.state(h[b, read[c.own_lo : c.own_hi]]))
+            out["pos_reward"].append(self.reward(h[b, read[c.own_lo + 1 : hi_r + 1]]))
+            out["branch_reward"].append(self.reward(h[b, lay.branch_read.to(dev)]))
+        return out
+
+    def forward_title_prompt(
+        self, prefix_ids: list[int], context: np.ndarray, action: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward_prompt` with items as titles: '<instruction> title(x_s) .. title(x_t)
+        [title(a)]' with only the titles' words (no pad slot), plain causal mask."""
+        assert self.titles is not None
+        titles = self.titles
+
+        def words_of(item: int) -> list[int]:
+            row = titles[int(item)]
+            return row[row >= 0].tolist()
+
+        ctx = [t for item in context for t in words_of(item)]
+        act = words_of(action) if action is not None else []
+        ids = torch.tensor([list(prefix_ids) + ctx + act], dtype=torch.long)
+        T = ids.shape[1]
+        dtype, dev = self.dtype, self.device
+        mask = torch.zeros(1, 1, T, T, dtype=dtype)
+        mask.masked_fill_(~torch.ones(T, T, dtype=torch.bool).tril(), torch.finfo(dtype).min)
+        h = self.hidden(self.words(ids.to(dev)), mask.to(dev), torch.arange(T, device=dev)[None])
+        state = self.state(h[0, len(prefix_ids) + len(ctx) - 1])
+        reward = self.reward(h[0, T - 1]) if action is not None else None
+        return state, reward
+
+
+@dataclass
+class TitleLayout:
+    """One chunk's sequence with items as titles: the prefix, one span of k slots per chunk item,
+    then one per branch; pad slots (titles shorter than k) are attended by no position."""
+
+    tokens: torch.Tensor  # [L] word ids (0 in pad slots)
+    pos: torch.Tensor  # [L] position ids: the real words' count before the slot (pads: their span's last)
+    allowed: torch.Tensor  # [L, L] bool, query x key
+    item_read: torch.Tensor  # [m] slot of each chunk item's last word
+    branch_read: torch.Tensor  # [nb] slot of each branch's last word
+
+
+def title_layout(prefix: torch.Tensor, c: ChunkSpec, titles: torch.Tensor) -> TitleLayout:
+    """The slots of chunk ``c`` with items as titles ([n_items, k] ids, -1 pad).
+
+    Stream words attend causally to the prefix and the stream's words; a branch's words attend to
+    the prefix, the stream's words up to its anchor item's span and causally to their own branch,
+    with positions continuing from the anchor's last word: each branch is the standalone prompt
+    '<instruction> titles of the chunk's items up to the anchor, the branch's title'."""
+    p, k = len(prefix), titles.shape[1]
+    items = torch.as_tensor(np.asarray(c.items, dtype=np.int64))
+    branch = torch.as_tensor(np.asarray(c.branch_item, dtype=np.int64))
+    anchor = torch.as_tensor(np.asarray(c.branch_anchor, dtype=np.int64))
+    m, nb = len(items), len(branch)
+    spans = titles[torch.cat([items, branch])]  # [m + nb, k]
+    real_span = spans >= 0
+    lens = real_span.sum(1)
+    ends = p + torch.cumsum(lens[:m], 0)  # position after each stream item's last word
+    starts = torch.cat([ends - lens[:m], ends[anchor]])  # first word's position of every span
+    within = torch.minimum(torch.arange(k)[None, :], (lens - 1)[:, None])
+    L = p + (m + nb) * k
+    idx = torch.arange(L)
+    seg = torch.cat([torch.zeros(p + m * k, dtype=torch.long), torch.arange(1, nb + 1).repeat_interleave(k)])
+    limit = torch.cat([idx[: p + m * k] + 1, (p + (anchor + 1) * k).repeat_interleave(k)])
+    real = torch.cat([torch.ones(p, dtype=torch.bool), real_span.reshape(-1)])
+    main = (seg[None, :] == 0) & (idx[None, :] < limit[:, None])
+    own = (seg[None, :] == seg[:, None]) & (seg[:, None] > 0) & (idx[None, :] <= idx[:, None])
+    span_at = p + torch.arange(m + nb) * k + lens - 1
+    return TitleLayout(
+        tokens=torch.cat([prefix, spans.clamp(min=0).reshape(-1)]),
+        pos=torch.cat([torch.arange(p), (starts[:, None] + within).reshape(-1)]),
+        allowed=real[None, :] & real[:, None] & (main | own),  # a pad slot: only itself (set by the caller)
+        item_read=span_at[:m],
+        branch_read=span_at[m:],
+    )
 
 
 def prefix_ids(tokenizer, cfg: LEConfig) -> list[int]:

@@ -84,7 +84,10 @@ def le_dir_path(data_path: Path | str, dataset: str, fingerprint: str) -> Path:
 
 def _resolved(cfg: LEConfig, name: str, plan: LEPlan) -> Any:
     """An option's value as it enters a key: the weights' sha256 for le_model, the device and
-    dtype actually used for le_device / le_dtype."""
+    dtype actually used for le_device / le_dtype, None for le_title_tokens with item tokens (it
+    changes nothing there)."""
+    if name == "le_title_tokens" and cfg.le_item_repr != "titles":
+        return None
     if name == "le_model":
         return plan.model["sha256"]
     if name == "le_device":

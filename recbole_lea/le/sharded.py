@@ -113,7 +113,7 @@ def sharded_item_tokens(
     final = cache.path(name, fp)
     if done_on_main(cache, name, fp, dist):
         return final
-    if trains_nothing(cfg):  # the initial table only: nothing worth splitting
+    if trains_nothing(cfg) or cfg.le_item_repr == "titles":  # the initial table only: nothing worth splitting
         if dist.is_main:
             cache.run(name, plan.keys[name], whole_stage)
         dist.barrier()

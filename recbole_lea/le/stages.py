@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .cache import StageCache
 from .config import LEConfig
-from .data import BaseData, UserStream, item_sentences, training_item_pool, training_streams
+from .data import BaseData, UserStream, item_sentences, item_titles, training_item_pool, training_streams
 from .distributed import Dist
 from .llm import converted_folder, load_llm, memory_guard
 from .model import FEATURIZE_USERS, LEModel
@@ -110,11 +110,27 @@ class Stages:
         from .item_tokens import train_item_tokens
 
         llm, tok, _src, _dev, _dt = self.holder.get()
+        if self.cfg.le_item_repr == "titles":
+            return self._item_titles(out, llm, tok)
         sents = item_sentences(self.base, self.cfg)
         self.hook("item_tokens", 0)
         with self.guard("item_tokens"):
             table, report = train_item_tokens(llm, tok, sents, self.cfg, seed=self.cfg.le_seed)
         self.hook("item_tokens", 1)
+        torch.save(table, out / "item_tokens.pt")
+        return {"report": report}
+
+    def _item_titles(self, out: Path, llm: Any, tok: Any) -> dict:
+        """Items as titles (le_item_repr titles): no item tokens are learned; the stage keeps each
+        item's title ids (``item_titles.pt``) and their mean word embedding (``item_tokens.pt``, the
+        frozen item vector of the state model's loss)."""
+        from .item_tokens import title_items
+
+        self.hook("item_tokens", 0)
+        with self.guard("item_tokens"):
+            ids, table, report = title_items(llm, tok, item_titles(self.base, self.cfg), self.cfg)
+        self.hook("item_tokens", 1)
+        torch.save(ids, out / "item_titles.pt")
         torch.save(table, out / "item_tokens.pt")
         return {"report": report}
 
@@ -127,8 +143,11 @@ class Stages:
         llm, tok, _src, dev, _dt = self.holder.get()
         if self._model is None:
             table = torch.load(p_tok / "item_tokens.pt", weights_only=True)
+            titles = None
+            if self.cfg.le_item_repr == "titles":
+                titles = torch.load(p_tok / "item_titles.pt", weights_only=True)
             torch.manual_seed(self.cfg.le_seed)
-            model = LEModel(llm, table, self.cfg)
+            model = LEModel(llm, table, self.cfg, titles=titles)
             self._model = model.place(dev) if self.cfg.le_quantization != "none" else model.to(dev)
         return self._model, prefix_ids(tok, self.cfg)
 
