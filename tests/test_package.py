@@ -55,6 +55,12 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path: Path,
         timeout=300,
     )
     wheel = next(wheels.glob("recbole_lea-*.whl"))
+    import zipfile
+
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    for path in sorted(PROPERTIES.rglob("*")):
+        if path.suffix in (".yaml", ".hyper"):  # every shipped default and search space is in the wheel
+            assert f"recbole_lea/properties/{path.relative_to(PROPERTIES).as_posix()}" in shipped, path
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     bindir = venv / "bin"

@@ -26,7 +26,9 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from filelock import FileLock, Timeout
 
 from recbole_lea.data.split import protocol_description
 from recbole_lea.errors import ConfigError
-from recbole_lea.experiments.parallel import Progress, RunJob, run_jobs
+from recbole_lea.experiments.parallel import Progress, RunJob, run_jobs, warm_up
 from recbole_lea.experiments.ray_runtime import ray_session
 from recbole_lea.experiments.runner import (
     LOCK_TIMEOUT_S,
@@ -50,6 +52,8 @@ from recbole_lea.experiments.runner import (
     to_jsonable,
     write_json_atomic,
 )
+from recbole_lea.experiments.stats import paired_pvalue
+from recbole_lea.experiments.tuning import TUNE_SPACES, TuneBudget, Tuned, tune_spec, tuning_markdown
 from recbole_lea.files import atomic_open, atomic_write_text
 from recbole_lea.options import PROPERTIES, build, opt
 
@@ -200,6 +204,16 @@ class CompareOptions:
     )
     gpus_per_run: float = opt(0.0, "GPUs Ray gives each run and LE build (through Ray); fractions share a GPU", ge=0)
     quiet: bool = opt(False, "no progress lines, less Ray output")
+    tune_trials: int = opt(
+        0,
+        "tune each model first: this many random-search trials over its own search space, selected on "
+        "validation, then its seeds run the best configuration (0: every model at its defaults)",
+        ge=0,
+    )
+    tune_seed: int = opt(2019, "seed of the tuning trials and of the sampling of their configurations")
+    tune_spaces: str | None = opt(
+        None, "folder of <Model>.hyper search spaces, default.hyper for the rest (default: the shipped ones)"
+    )
 
     def seed_values(self) -> list[int]:
         """The seeds: one number is a count from ``base_seed``, several are the seeds."""
@@ -251,19 +265,129 @@ def run_comparison(
     files = absolute_files([str(DEFAULTS_FILE), *opts.config_files])
     base_config = dict(config_dict or {})
     base_config["data_path"] = resolve_data_path(files, base_config, opts.data_path)
+    tuned = _tune(opts, specs, files, base_config, output_dir, run_fn) if opts.tune_trials else []
+    if tuned:  # the seeds run each model's best configuration; the spec's own options win
+        specs = [ModelSpec(s.model, {**t.params, **s.overrides}, s.label) for s, t in zip(specs, tuned)]
     pairs = [(spec, seed, {**base_config, **spec.overrides, "seed": seed}) for spec in specs for seed in seeds]
+    notes: list[str] = []  # warnings the table carries
     if opts.stored:
-        records: list[dict[str, Any]] = []
-        notes: list[str] = []  # warnings the table carries
-        for spec, seed, run_options in pairs:
-            record = _stored_record(runs_dir, spec, seed, run_options)
-            notes += _stale_inputs(record, spec, seed, opts.dataset, files, run_options)
-            records.append(record)
-        return _write_tables(opts, records, labels, seeds, output_dir, notes)
-    planned = [_plan(opts, spec, seed, files, run_options, runs_dir) for spec, seed, run_options in pairs]
-    out = progress or (None if opts.quiet else _to_stderr)
-    records = _compute(opts, planned, files, runs_dir, run_fn, Progress(len(planned), out))
-    return _write_tables(opts, records, labels, seeds, output_dir)
+        records = _stored_records(opts, pairs, files, runs_dir, notes)
+    else:
+        out = progress or (None if opts.quiet else _to_stderr)
+        records = _plan_and_compute(opts, pairs, files, runs_dir, run_fn, Progress(len(pairs), out))
+    result = _write_tables(opts, records, labels, seeds, output_dir, notes)
+    if tuned:
+        section = tuning_markdown(tuned, str(records[0].get("config", {}).get("valid_metric") or "NDCG@10"))
+        result["markdown"] += section
+        atomic_write_text(output_dir / "table.md", result["markdown"])
+        result["tuned"] = tuned
+    return result
+
+
+def _stored_records(
+    opts: CompareOptions,
+    pairs: list[tuple[ModelSpec, int, dict[str, Any]]],
+    files: list[str],
+    runs_dir: Path,
+    notes: list[str],
+) -> list[dict[str, Any]]:
+    """``--stored``: the newest stored record of each run; what changed since goes to ``notes``."""
+    records = []
+    for spec, seed, run_options in pairs:
+        record = _stored_record(runs_dir, spec, seed, run_options)
+        notes += _stale_inputs(record, spec, seed, opts.dataset, files, run_options)
+        records.append(record)
+    return records
+
+
+def _plan_and_compute(
+    opts: CompareOptions,
+    pairs: list[tuple[ModelSpec, int, dict[str, Any]]],
+    files: list[str],
+    runs_dir: Path,
+    run_fn: RunFn | None,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """Plan every run (options checked, keys made), then compute the missing ones.
+
+    A comparison bound for Ray starts it first, in this thread (Ray's init wants the main one),
+    while a second thread plans the runs and Ray's workers import the run code (:func:`warm_up`):
+    the three overlap instead of adding up. A planning error still ends the comparison, after Ray
+    is shut down again, with the same message."""
+
+    def plan_all() -> list[_Planned]:
+        return [_plan(opts, spec, seed, files, run_options, runs_dir) for spec, seed, run_options in pairs]
+
+    cap = _early_cap(opts, pairs, runs_dir, run_fn)
+    if cap is None:
+        return _compute(opts, plan_all(), files, runs_dir, run_fn, progress)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan") as pool:
+        planning = pool.submit(plan_all)
+        with ray_session(opts.address, cap * max(1, int(opts.threads or 1)), runs_dir.parent, opts.quiet):
+            warm_up(cap, opts.threads, opts.gpus_per_run)
+            return _compute(opts, planning.result(), files, runs_dir, run_fn, progress)
+
+
+def _early_cap(
+    opts: CompareOptions, pairs: list[tuple[ModelSpec, int, dict[str, Any]]], runs_dir: Path, run_fn: RunFn | None
+) -> int | None:
+    """Runs at once, when the comparison will go to Ray: the runs with no record file of their
+    model spec and seed yet (a guess from the file names, before the keys exist) call for more than
+    one at once. None: plan first, then decide (a comparison read back from its records starts no Ray)."""
+    if opts.max_concurrent == 1 and not opts.address:
+        return None
+    missing = [
+        (spec, seed)
+        for spec, seed, _ in pairs
+        if opts.recompute or not any(runs_dir.glob(f"{glob_escape(spec.slug)}__seed{seed}__*.json"))
+    ]
+    return concurrency(opts, len(missing), run_fn)
+
+
+def _tune(
+    opts: CompareOptions,
+    specs: list[ModelSpec],
+    files: list[str],
+    base_config: dict[str, Any],
+    output_dir: Path,
+    run_fn: RunFn | None,
+) -> list[Tuned]:
+    """Every spec tuned (or its tuning read back), one after another, each sweep's trials at once."""
+    budget = TuneBudget(
+        trials=opts.tune_trials,
+        seed=opts.tune_seed,
+        spaces=Path(opts.tune_spaces).resolve() if opts.tune_spaces else TUNE_SPACES,
+        max_concurrent=opts.max_concurrent,
+        threads=max(1, int(opts.threads or 1)),
+        gpus_per_run=opts.gpus_per_run,
+        address=opts.address,
+        quiet=opts.quiet,
+    )
+    if not budget.spaces.is_dir():
+        raise ConfigError(f"--tune_spaces {opts.tune_spaces}: no such folder")
+    run_fn_ref = f"{run_fn.__module__}:{run_fn.__qualname__}" if run_fn is not None else None
+    out = None if opts.quiet else _to_stderr
+    tuned = []
+    for spec in specs:
+        if out is not None:
+            out(f"tuning {spec.label}: {opts.tune_trials} trials")
+        one = tune_spec(
+            spec.label,
+            spec.slug,
+            spec.model,
+            spec.overrides,
+            opts.dataset,
+            files,
+            base_config,
+            output_dir / "tune",
+            budget,
+            run_fn_ref,
+            stored_only=opts.stored,
+        )
+        if out is not None:
+            out(f"tuned {spec.label}: {one.params or 'nothing to tune'}{' (read back)' if one.reused else ''}")
+        tuned.append(one)
+    return tuned
 
 
 def _to_stderr(line: str) -> None:
@@ -460,13 +584,26 @@ def _write_tables(
     output_dir: Path,
     notes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """``table.md``, ``table.csv`` and ``runs.csv`` of the records, and what the call returns."""
+    """``table.md``, ``table.csv``, ``runs.csv`` and the seed figure ``seeds.png`` (each model's
+    seeds, mean ± 95% t interval and the table's p values) of the records, and what the call returns."""
+    from recbole_lea.experiments.plots import SEED_FIGURE_METRICS, plot_seed_comparison
+
     rows = summarise(records, labels, seeds, opts.baseline, opts.alpha)
     protocols = sorted({protocol_line(r) for r in records if r.get("status") == "ok"})
     markdown = render_markdown(rows, opts.dataset, seeds, opts.baseline, opts.alpha, protocols, notes)
     atomic_write_text(output_dir / "table.md", markdown)
     _write_csv(output_dir / "table.csv", _table_csv_rows(rows))
     _write_csv(output_dir / "runs.csv", _runs_csv_rows(records))
+    figure = plot_seed_comparison(
+        {label: [r for r in records if r.get("label") == label] for label in labels},
+        labels,
+        opts.baseline,
+        SEED_FIGURE_METRICS,
+        output_dir / "seeds.png",
+        f"{opts.dataset}: test results over {len(seeds)} seed(s)",
+        pvalues={row["model"]: {k: row[f"{k}_p"] for k in SEED_FIGURE_METRICS if f"{k}_p" in row} for row in rows},
+        alpha=opts.alpha,
+    )
     return {
         "runs": records,
         "rows": rows,
@@ -475,6 +612,7 @@ def _write_tables(
         "seeds": seeds,
         "protocols": protocols,
         "notes": list(notes),
+        "figure": str(figure),
     }
 
 
@@ -574,23 +712,6 @@ def _cached(path: Path) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------------------------
 # statistics
-
-
-def paired_pvalue(values: Sequence[float], base: Sequence[float]) -> float:
-    """Two-sided paired t-test p-value; NaN with fewer than 2 pairs or zero variance of diffs.
-
-    A constant difference (zero variance) has no t statistic: its p-value is NaN, never 0.0, so
-    two seeds that happen to differ by the same amount are not starred significant."""
-    from scipy.stats import ttest_rel
-
-    a = np.asarray(values, dtype=float)
-    b = np.asarray(base, dtype=float)
-    if len(a) < 2 or len(a) != len(b):
-        return float("nan")
-    diff = a - b
-    if np.allclose(diff, diff[0]):
-        return float("nan")
-    return float(ttest_rel(a, b).pvalue)
 
 
 def summarise(

@@ -190,6 +190,30 @@ def _run_task(job: RunJob, threads: int | None, run_fn: RunFn | None) -> dict[st
     return record
 
 
+def _warm_task() -> None:
+    """Import what every run imports (torch, RecBole, our models, matplotlib), once per worker."""
+    import torch  # noqa: F401
+
+    import recbole_lea.experiments.plots  # noqa: F401
+    from recbole_lea.experiments.runner import resolve_run_fn
+
+    resolve_run_fn()
+
+
+def _resources(threads: int | None, gpus_per_run: float) -> dict[str, Any]:
+    """Ray options of every task of a comparison: its CPUs and GPU share, never retried."""
+    return {"num_cpus": max(1, int(threads or 1)), "num_gpus": gpus_per_run, "max_retries": 0}
+
+
+def warm_up(count: int, threads: int | None, gpus_per_run: float = 0.0) -> list[Any]:
+    """Start ``count`` tasks that import the run code, shaped like the runs (so the same workers
+    take the runs later), while the driver still plans; returns their refs (nothing waits on them)."""
+    import ray
+
+    remote = ray.remote(_warm_task).options(**_resources(threads, gpus_per_run))
+    return [remote.remote() for _ in range(count)]
+
+
 def _build_task(resolved: Any, threads: int | None) -> dict[str, Any]:
     """Build (or reuse) one LE in a Ray worker; returns the options that make runs read it."""
     if threads:
@@ -233,7 +257,7 @@ def run_jobs(
     ``builds``: the LE of each ``le_key``, built once before its runs. Returns the records by run key."""
     import ray
 
-    resources = {"num_cpus": max(1, int(threads or 1)), "num_gpus": gpus_per_run, "max_retries": 0}
+    resources = _resources(threads, gpus_per_run)
     remote_run = ray.remote(_run_task).options(**resources)
     remote_build = ray.remote(_build_task).options(**resources)
     state = _Schedule(waiting=list(jobs), builds=dict(builds))

@@ -123,6 +123,7 @@ class SweepOptions:
         choices=("grid", "random"),
     )
     num_samples: int = opt(1, "samples (times the grid under --search grid)", ge=1)
+    seed: int | None = opt(None, "seed of the sampling of configurations (the same seed samples the same ones)")
     cpus_per_trial: float = opt(1.0, "CPUs Ray reserves per trial (also its torch threads)", gt=0)
     gpus_per_trial: float = opt(0.0, "GPUs per trial; fractions share a GPU (0.5)", ge=0)
     max_concurrent: int | None = opt(None, "trials running at once (default: as many as the resources allow)", ge=1)
@@ -293,6 +294,7 @@ def _tuner(
 ) -> Any:
     """The Ray Tune ``Tuner`` of the sweep: one :func:`_trial` per point, with its resources."""
     from ray import tune
+    from ray.tune.search import BasicVariantGenerator
 
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -313,8 +315,9 @@ def _tuner(
             metric="valid_score",
             mode="max" if bigger else "min",
             num_samples=opts.num_samples,
-            scheduler=_scheduler(opts, files, base_config),
+            search_alg=BasicVariantGenerator(random_state=opts.seed),
             max_concurrent_trials=opts.max_concurrent,
+            scheduler=_scheduler(opts, files, base_config),
             trial_dirname_creator=_trial_dirname,
         ),
         run_config=tune.RunConfig(
