@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from conftest import TINY_MODEL_CONFIG
 
+from recbole_lea.errors import ConfigError
 from recbole_lea.experiments import compare
 from recbole_lea.experiments.parallel import Progress, key_metric
 
@@ -121,6 +122,28 @@ def test_how_many_runs_go_at_once() -> None:
     assert compare.concurrency(four, 6, run_fn=fake_run) == 4
     cluster = compare.compare_options(models=["SASRec"], seeds=1, address="auto")
     assert compare.concurrency(cluster, 1) == 1 and compare.concurrency(cluster, 9) == 9  # Ray decides
+
+
+def test_ray_starts_early_only_for_missing_runs_and_stops_on_a_planning_error(
+    tiny_root: Path, tmp_path: Path, fake_env: Path
+) -> None:
+    opts = compare.compare_options(models=["SASRec", "GRU4Rec"], seeds=[1, 2], max_concurrent=2)
+    pairs = [(compare.parse_model_spec(m), s, {}) for m in opts.models for s in opts.seed_values()]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    assert compare._early_cap(opts, pairs, runs, fake_run) == 2  # nothing on disk: Ray first
+    for spec, seed, _ in pairs[:3]:
+        (runs / f"{spec.slug}__seed{seed}__0123456789.json").write_text("{}")
+    assert compare._early_cap(opts, pairs, runs, fake_run) is None  # one run left: plan first
+    one = compare.compare_options(models=["SASRec", "GRU4Rec"], seeds=[1, 2], max_concurrent=1)
+    assert compare._early_cap(one, pairs, tmp_path / "empty", fake_run) is None
+    # a planning error while Ray starts: the run's own message, Ray stopped, nothing computed
+    kwargs = fake_kwargs(tiny_root, tmp_path / "bad", ["SASRec", "GRU4Rec"], [1, 2])
+    kwargs["config_dict"] = {**kwargs["config_dict"], "learning_rat": 0.1}
+    with pytest.raises(ConfigError, match="learning_rat"):
+        compare.run_comparison(**kwargs, max_concurrent=2)
+    assert not ray.is_initialized()
+    assert fake_env.read_text() == ""
 
 
 def test_progress_lines() -> None:
