@@ -29,6 +29,12 @@ def _model(cfg: LEConfig, n_items: int = 20, seed: int = 1, arch: str = "llama")
 def test_streaming_equals_naive(lengths: tuple[int, ...], arch: str) -> None:
     cfg = LEConfig(le_history_len=3, le_chunk_len=8, le_item_noun="movie")
     model, prefix = _model(cfg, arch=arch)
+    assert_streaming_equals_naive(model, prefix, cfg, lengths)
+
+
+def assert_streaming_equals_naive(model: LEModel, prefix: list[int], cfg: LEConfig, lengths: tuple[int, ...]) -> None:
+    """Random streams (items 0..19, 3 branches per step, -1: none) give the naive prompts' states
+    and rewards through the streaming pass."""
     rng = np.random.default_rng(0)
     streams = [rng.integers(0, 20, size=n) for n in lengths]
     branches = [rng.integers(-1, 20, size=(n - 1, 3)) for n in lengths]

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_le_stream import assert_streaming_equals_naive
 
 from recbole_lea.le.build import build_le
 from recbole_lea.le.cache import StageCache
 from recbole_lea.le.config import STAGES, LEConfig, resolve_config
 from recbole_lea.le.item_tokens import encode_titles, title_mean_table
-from recbole_lea.le.model import LEModel, naive_stream_features, prefix_ids, stream_features
+from recbole_lea.le.model import LEModel, prefix_ids, stream_features
 from recbole_lea.le.plan import plan_le
 from recbole_lea.le.testing import TINY_DATASET_KEYS, TINY_PROFILE, save_tiny_llm, tiny_llm, write_tiny_dataset
 from recbole_lea.le.train import train_le
@@ -57,16 +58,7 @@ def test_title_streaming_equals_naive(lengths: tuple[int, ...], arch: str) -> No
     the states and rewards of one plain causal prompt of the titles' words per interaction."""
     cfg = _cfg()
     model, prefix = _model(cfg, arch=arch)
-    rng = np.random.default_rng(0)
-    streams = [rng.integers(0, 20, size=n) for n in lengths]
-    branches = [rng.integers(-1, 20, size=(n - 1, 3)) for n in lengths]
-    got = stream_features(model, prefix, streams, branches, cfg, batch_chunks=3)
-    for s, b, g in zip(streams, branches, got, strict=True):
-        ref = naive_stream_features(model, prefix, s, b, cfg)
-        assert g["states"].shape == (len(s), 32)
-        np.testing.assert_allclose(g["states"], ref["states"], atol=1e-4, rtol=0)
-        np.testing.assert_allclose(g["pos_reward"], ref["pos_reward"], atol=1e-4, rtol=0)
-        np.testing.assert_allclose(g["branch_reward"], ref["branch_reward"], atol=1e-4, rtol=0)
+    assert_streaming_equals_naive(model, prefix, cfg, lengths)
 
 
 def test_title_candidate_equal_to_next_item_matches_positive_reward() -> None:
