@@ -275,13 +275,9 @@ def run_comparison(
     else:
         out = progress or (None if opts.quiet else _to_stderr)
         records = _plan_and_compute(opts, pairs, files, runs_dir, run_fn, Progress(len(pairs), out))
-    result = _write_tables(opts, records, labels, seeds, output_dir, notes)
-    if tuned:
-        section = tuning_markdown(tuned, str(records[0].get("config", {}).get("valid_metric") or "NDCG@10"))
-        result["markdown"] += section
-        atomic_write_text(output_dir / "table.md", result["markdown"])
-        result["tuned"] = tuned
-    return result
+    metric = str(records[0].get("config", {}).get("valid_metric") or "NDCG@10")
+    appendix = tuning_markdown(tuned, metric) if tuned else ""
+    return {**_write_tables(opts, records, labels, seeds, output_dir, notes, appendix), "tuned": tuned}
 
 
 def _stored_records(
@@ -583,14 +579,16 @@ def _write_tables(
     seeds: list[int],
     output_dir: Path,
     notes: Sequence[str] = (),
+    appendix: str = "",
 ) -> dict[str, Any]:
-    """``table.md``, ``table.csv``, ``runs.csv`` and the seed figure ``seeds.png`` (each model's
-    seeds, mean ± 95% t interval and the table's p values) of the records, and what the call returns."""
+    """``table.md`` (then ``appendix``: the tuned configurations), ``table.csv``, ``runs.csv`` and the
+    seed figure ``seeds.png`` (each model's seeds, mean ± 95% t interval and the table's p values) of
+    the records, and what the call returns."""
     from recbole_lea.experiments.plots import SEED_FIGURE_METRICS, plot_seed_comparison
 
     rows = summarise(records, labels, seeds, opts.baseline, opts.alpha)
     protocols = sorted({protocol_line(r) for r in records if r.get("status") == "ok"})
-    markdown = render_markdown(rows, opts.dataset, seeds, opts.baseline, opts.alpha, protocols, notes)
+    markdown = render_markdown(rows, opts.dataset, seeds, opts.baseline, opts.alpha, protocols, notes) + appendix
     atomic_write_text(output_dir / "table.md", markdown)
     _write_csv(output_dir / "table.csv", _table_csv_rows(rows))
     _write_csv(output_dir / "runs.csv", _runs_csv_rows(records))
