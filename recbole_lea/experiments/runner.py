@@ -88,7 +88,9 @@ NOT_RUN_CODE: dict[str, str] = {
     "experiments/params.py": "reads params files; a trial's values reach it as options",
     "experiments/plots.py": "draws pictures after a run",
     "experiments/ray_runtime.py": "starts and stops Ray for sweeps and comparisons",
+    "experiments/stats.py": "the paired t-test of tables and figures, computed after the runs",
     "experiments/tune.py": "drives Ray Tune trials; a trial's values reach it as options",
+    "experiments/tuning.py": "drives the tuning before a comparison; the chosen values reach a run as options",
     "le/__main__.py": "the LE build's command line",
     "le/testing.py": "test fixtures",
 }
