@@ -103,3 +103,21 @@ def tiny_config(tiny_root: Path, tmp_path: Path) -> dict:
     cfg["le_dir"] = str(tiny_root / "tiny-lea")
     cfg["checkpoint_dir"] = str(tmp_path / "saved")
     return cfg
+
+
+@pytest.fixture()
+def fake_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Environment of fake runs that Ray's workers import from this folder (a local Ray's processes
+    inherit it at start): the test's folder as working directory, the calls log they append to
+    (``RLEA_TEST_CALLS``, returned), this folder on ``PYTHONPATH``, and no Ray left running (every
+    comparison or sweep starts its own node)."""
+    monkeypatch.chdir(tmp_path)
+    calls = tmp_path / "calls.txt"
+    calls.touch()
+    monkeypatch.setenv("RLEA_TEST_CALLS", str(calls))
+    here = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in [here, os.environ.get("PYTHONPATH")] if p))
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    return calls

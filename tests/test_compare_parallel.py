@@ -25,7 +25,7 @@ import pytest
 from conftest import TINY_MODEL_CONFIG
 
 from recbole_lea.errors import ConfigError
-from recbole_lea.experiments import compare
+from recbole_lea.experiments import compare, runner
 from recbole_lea.experiments.parallel import Progress, key_metric
 
 ray = pytest.importorskip("ray")
@@ -57,19 +57,6 @@ def fake_run(model: str, dataset: str, **kwargs: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture()
-def fake_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Environment of the fake runs (inherited by the Ray node each comparison starts)."""
-    monkeypatch.chdir(tmp_path)
-    calls = tmp_path / "calls.txt"
-    calls.touch()
-    monkeypatch.setenv("RLEA_TEST_CALLS", str(calls))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in [str(HERE), os.environ.get("PYTHONPATH")] if p))
-    if ray.is_initialized():
-        ray.shutdown()  # every comparison starts its own node
-    return calls
-
-
 def calls_of(path: Path) -> list[tuple[str, int]]:
     return [(line.split()[0], int(line.split()[1])) for line in path.read_text().splitlines()]
 
@@ -95,7 +82,7 @@ def verified_records(out: Path) -> dict[str, dict[str, Any]]:
     records = {}
     for path in runs.glob("*.json"):
         record = json.loads(path.read_text())  # a half-written file would not parse
-        assert record["sha256"] == compare._record_digest(record), path
+        assert record["sha256"] == runner.record_digest(record), path
         records[path.stem] = record
     return records
 

@@ -9,6 +9,7 @@ folder goes on ``PYTHONPATH`` before a test starts Ray.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from pathlib import Path
@@ -21,7 +22,6 @@ from recbole_lea.errors import ConfigError
 from recbole_lea.experiments import compare, tuning
 
 ray = pytest.importorskip("ray")
-HERE = Path(__file__).resolve().parent
 BEST_LR = 3e-3
 
 
@@ -42,18 +42,6 @@ def tuned_run(model: str, dataset: str, **kwargs: Any) -> dict[str, Any]:
         "config": {"eval_protocol": "loo", "seed": config["seed"], "valid_metric": "NDCG@10"},
         "epoch_times": [0.01],
     }
-
-
-@pytest.fixture()
-def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "calls.txt"
-    path.touch()
-    monkeypatch.setenv("RLEA_TEST_CALLS", str(path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in [str(HERE), os.environ.get("PYTHONPATH")] if p))
-    if ray.is_initialized():
-        ray.shutdown()
-    return path
 
 
 def _kwargs(tiny_root: Path, out: Path, models: list[str], **extra: Any) -> dict[str, Any]:
@@ -84,7 +72,7 @@ def test_search_spaces_are_shipped_and_fall_back(tmp_path: Path) -> None:
         tuning.space_file("BPR", tmp_path)
 
 
-def test_tuned_comparison(tiny_root: Path, tmp_path: Path, calls: Path) -> None:
+def test_tuned_comparison(tiny_root: Path, tmp_path: Path, fake_env: Path) -> None:
     out = tmp_path / "cmp"
     result = compare.run_comparison(**_kwargs(tiny_root, out, ["SASRec", "GRU4Rec:learning_rate=0.002"]))
     assert not ray.is_initialized()
@@ -107,13 +95,13 @@ def test_tuned_comparison(tiny_root: Path, tmp_path: Path, calls: Path) -> None:
     assert "Tuned configurations" in table and f"learning_rate={best:.4g}" in table
     assert "| GRU4Rec:learning_rate=0.002 | 3 (3) |" in table and "| learning_rate |" in table
     # tuning trials ran with the tuning seed, apart from the test seeds
-    seeds = [int(line.split()[1]) for line in calls.read_text().splitlines()]
+    seeds = [int(line.split()[1]) for line in fake_env.read_text().splitlines()]
     assert seeds.count(2019) == 6 and seeds.count(1) == 2 and seeds.count(2) == 2
 
     # again: tunings and runs read back, nothing runs
-    before = calls.read_text()
+    before = fake_env.read_text()
     again = compare.run_comparison(**_kwargs(tiny_root, out, ["SASRec", "GRU4Rec:learning_rate=0.002"]))
-    assert calls.read_text() == before
+    assert fake_env.read_text() == before
     assert all(t.reused for t in again["tuned"])
     assert [t.params for t in again["tuned"]] == [t.params for t in result["tuned"]]
     # --stored reads the stored tunings too
@@ -125,12 +113,12 @@ def test_tuned_comparison(tiny_root: Path, tmp_path: Path, calls: Path) -> None:
     assert _trial_lrs(Path(same["tuned"][0].folder)) == lrs
 
 
-def test_stored_without_a_tuning_and_bad_spaces(tiny_root: Path, tmp_path: Path, calls: Path) -> None:
+def test_stored_without_a_tuning_and_bad_spaces(tiny_root: Path, tmp_path: Path, fake_env: Path) -> None:
     with pytest.raises(ConfigError, match="has no stored tuning"):
         compare.run_comparison(**_kwargs(tiny_root, tmp_path / "none", ["SASRec"], stored=True))
     with pytest.raises(ConfigError, match="--tune_spaces .*no such folder"):
         compare.run_comparison(**_kwargs(tiny_root, tmp_path / "none", ["SASRec"], tune_spaces=str(tmp_path / "x")))
-    assert calls.read_text() == ""
+    assert fake_env.read_text() == ""
 
 
 def test_tuning_key_follows_its_inputs(tiny_root: Path, tmp_path: Path) -> None:
@@ -163,3 +151,15 @@ def test_tuning_key_follows_its_inputs(tiny_root: Path, tmp_path: Path) -> None:
         key(model="GRU4Rec"),
     ]
     assert base not in changed and len(set(changed)) == len(changed)
+
+
+def test_a_modified_stored_tuning_is_not_trusted(tmp_path: Path) -> None:
+    summary = {"best_params": {"learning_rate": 0.003}, "best_valid_score": 0.5, "n_trials": 3, "n_ok": 3}
+    stored = tuning._store_tuning(tmp_path, summary)
+    assert tuning.stored_tuning(tmp_path) == stored
+    edited = json.loads((tmp_path / "tuning.json").read_text())
+    edited["best_params"]["learning_rate"] = 0.01
+    (tmp_path / "tuning.json").write_text(json.dumps(edited))
+    assert tuning.stored_tuning(tmp_path) is None
+    (tmp_path / "tuning.json").write_text("{")
+    assert tuning.stored_tuning(tmp_path) is None

@@ -18,7 +18,6 @@ baseline's.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -47,9 +46,9 @@ from recbole_lea.experiments.runner import (
     config_hash,
     inputs_digest,
     prepare_le,
+    record_digest,
     resolve_data_path,
     run_one,
-    to_jsonable,
     write_json_atomic,
 )
 from recbole_lea.experiments.stats import paired_pvalue
@@ -679,14 +678,9 @@ def protocol_line(record: Mapping[str, Any]) -> str:
     return line
 
 
-def _record_digest(record: Mapping[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k not in ("sha256", "cached")}
-    return hashlib.sha256(json.dumps(to_jsonable(body), sort_keys=True).encode()).hexdigest()
-
-
 def _write_record(path: Path, record: dict[str, Any]) -> None:
     """A run's record with the sha256 of its content, checked when it is read back."""
-    record["sha256"] = _record_digest(record)
+    record["sha256"] = record_digest(record)
     write_json_atomic(path, record)
 
 
@@ -701,7 +695,7 @@ def _cached(path: Path) -> dict[str, Any] | None:
         return None
     if record.get("status") != "ok" or record.get("schema") != RESULT_SCHEMA:
         return None
-    if record.get("sha256") != _record_digest(record):
+    if record.get("sha256") != record_digest(record):
         logger.warning("cached result %s does not match its recorded sha256 (modified); recomputing it", path)
         return None
     record["cached"] = True

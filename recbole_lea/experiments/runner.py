@@ -70,6 +70,13 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(to_jsonable(payload), indent=2, sort_keys=True))
 
 
+def record_digest(record: Mapping[str, Any]) -> str:
+    """The sha256 a stored record carries of its own content (all but ``sha256`` and ``cached``):
+    a record whose content no longer matches it was modified and is not trusted."""
+    body = {k: v for k, v in record.items() if k not in ("sha256", "cached")}
+    return hashlib.sha256(json.dumps(to_jsonable(body), sort_keys=True).encode()).hexdigest()
+
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 #: the modules of the package that CANNOT change a run's numbers, with why; every other

@@ -12,7 +12,8 @@ best configuration:
   their test metrics are never read here. Every trial runs with ``tune_seed``, kept apart from the
   test seeds, which also seeds the sampling of the configurations (the same command samples the
   same ``N`` configurations).
-- A tuning is stored in ``<output_dir>/tune/<spec slug>__<hash>/`` (``trials.csv``, ``best.json``),
+- A tuning is stored in ``<output_dir>/tune/<spec slug>__<hash>/`` (``trials.csv``, ``best.json``;
+  ``tuning.json``, its outcome with the sha256 of its content, is what is read back),
   the hash over everything that changes it (model, overrides, options, config files, search
   space, trials, seed, data or LE, code, library versions), and read back instead of rerun.
 """
@@ -20,6 +21,7 @@ best configuration:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +29,10 @@ from typing import Any
 
 from recbole_lea.errors import ConfigError
 from recbole_lea.experiments.params import parse_params_file
-from recbole_lea.experiments.runner import config_hash, inputs_digest
+from recbole_lea.experiments.runner import config_hash, inputs_digest, record_digest, write_json_atomic
 from recbole_lea.options import PROPERTIES
+
+logger = logging.getLogger(__name__)
 
 #: the shipped search spaces, one params file per model (``default.hyper`` for the others)
 TUNE_SPACES = PROPERTIES / "experiments" / "tune"
@@ -100,12 +104,25 @@ def tune_key(
 
 
 def stored_tuning(folder: Path) -> dict[str, Any] | None:
-    """The finished tuning stored in ``folder`` (its ``best.json`` with a best configuration), or None."""
+    """The finished tuning stored in ``folder`` (``tuning.json``: the best configuration and its
+    trial counts, with the sha256 of its content), or None: missing, unreadable or modified."""
+    path = folder / "tuning.json"
     try:
-        summary = json.loads((folder / "best.json").read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return summary if isinstance(summary, dict) and summary.get("best_params") is not None else None
+    if not isinstance(record, dict) or record.get("sha256") != record_digest(record):
+        logger.warning("stored tuning %s does not match its recorded sha256 (modified); tuning again", path)
+        return None
+    return record
+
+
+def _store_tuning(folder: Path, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The sweep's outcome as the verified record :func:`stored_tuning` reads back."""
+    record = {key: summary.get(key) for key in ("best_params", "best_valid_score", "n_trials", "n_ok")}
+    record["sha256"] = record_digest(record)
+    write_json_atomic(folder / "tuning.json", record)
+    return record
 
 
 def tune_spec(
@@ -164,6 +181,8 @@ def tune_spec(
             data_path=str(config.get("data_path") or "") or None,
             quiet=budget.quiet,
         )
+        if summary.get("best_params") is not None:
+            summary = _store_tuning(folder, summary)
     tuned.folder = str(folder)
     tuned.params = dict(summary.get("best_params") or {})
     tuned.valid_score = summary.get("best_valid_score")
