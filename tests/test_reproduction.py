@@ -117,8 +117,8 @@ def csv_figures() -> list[tuple[str, Path, str]]:
 
 def test_page_exists_and_is_short() -> None:
     lines = PAGE.read_text(encoding="utf-8").splitlines()
-    # one page: the 10 claims, C5 (claim 4) and C6 (tuned baselines) with their two figures
-    assert 50 < len(lines) <= 250, f"docs/reproduction.md has {len(lines)} lines"
+    # one page: the 10 claims, C5 (claim 4), C6 (tuned baselines, two sets) and C9 with their figures
+    assert 50 < len(lines) <= 270, f"docs/reproduction.md has {len(lines)} lines"
 
 
 def test_every_link_of_the_page_resolves() -> None:
