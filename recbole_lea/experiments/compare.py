@@ -274,8 +274,9 @@ def run_comparison(
     else:
         out = progress or (None if opts.quiet else _to_stderr)
         records = _plan_and_compute(opts, pairs, files, runs_dir, run_fn, Progress(len(pairs), out))
-    metric = str(records[0].get("config", {}).get("valid_metric") or "NDCG@10")
-    appendix = tuning_markdown(tuned, metric) if tuned else ""
+    appendix = ""
+    if tuned:  # the metric the trials were selected on: the runs' valid_metric
+        appendix = tuning_markdown(tuned, str(records[0].get("config", {}).get("valid_metric") or "NDCG@10"))
     return {**_write_tables(opts, records, labels, seeds, output_dir, notes, appendix), "tuned": tuned}
 
 
